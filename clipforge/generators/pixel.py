@@ -1,0 +1,85 @@
+"""Pixel generator: the image itself is the parameter, optionally as a multi-scale pyramid.
+
+A plain pixel grid optimized against CLIP collects high-frequency noise that fools the model
+(an adversarial image). The pyramid (layers at 4, 8, 16, ... px, upsampled and summed, then a
+sigmoid) lets coarse layers carry colour and layout, so results transfer to other models and to
+the eye; see "Guidance that transfers" in DESIGN.md, where a pyramid with 32 cutouts and a TV
+term agreed with a held-out judge on 4 of 4 prompts and raw pixels on 1 of 4.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class PixelGenerator(nn.Module):
+    """RGB image in [0, 1] as ``sigmoid(sum of upsampled layers)``.
+
+    Args:
+        width: image width in pixels.
+        height: image height in pixels.
+        batch: images rendered at once.
+        pyramid: use layers at ``min_size * 2**k`` px up to full size (False: one full layer).
+        min_size: side of the coarsest layer, in pixels.
+        init_std: standard deviation of the random initial layer values (logit units).
+        generator: ``torch.Generator`` for the initial values.
+        device: where the parameters live.
+
+    Shape:
+        render() -> (batch, 3, height, width) in [0, 1].
+    """
+
+    size_multiple = 1
+
+    def __init__(self, width: int, height: int, *, batch: int = 1, pyramid: bool = True,
+                 min_size: int = 4, init_std: float = 0.1,
+                 generator: torch.Generator | None = None, device: str | torch.device = "cpu"):
+        super().__init__()
+        if min_size < 1:
+            raise ValueError(f"pixel: min_size must be >= 1, got {min_size}")
+        self.width, self.height = width, height
+        sizes = []
+        if pyramid:
+            s = min_size
+            while s < max(width, height):
+                sizes.append((max(1, round(height * s / max(width, height))),
+                              max(1, round(width * s / max(width, height)))))
+                s *= 2
+        sizes.append((height, width))
+        g_dev = generator.device if generator is not None else torch.device("cpu")
+        self.layers = nn.ParameterList([
+            nn.Parameter((torch.randn(batch, 3, h, w, generator=generator, device=g_dev)
+                          * init_std).to(device))
+            for h, w in sizes
+        ])
+
+    def render(self) -> Tensor:
+        """Sum the upsampled layers and squash to [0, 1]."""
+        acc = self.layers[-1]
+        for layer in self.layers[:-1]:
+            acc = acc + F.interpolate(layer, size=(self.height, self.width), mode="bilinear",
+                                      align_corners=False)
+        return torch.sigmoid(acc)
+
+    forward = render
+
+    @torch.no_grad()
+    def init_from(self, image: Tensor) -> None:
+        """Start from ``image`` (1 or B, 3, H, W) in [0, 1], resized to this generator's size."""
+        target = _fit(image, self.height, self.width, self.layers[-1])
+        for layer in self.layers[:-1]:
+            layer.zero_()
+        self.layers[-1].copy_(torch.logit(target.clamp(1e-3, 1 - 1e-3)).expand_as(self.layers[-1]))
+
+
+def _fit(image: Tensor, height: int, width: int, like: Tensor) -> Tensor:
+    """Resize an image batch to (height, width) on ``like``'s device and dtype."""
+    image = image.to(like.device, like.dtype)
+    if image.dim() == 3:
+        image = image.unsqueeze(0)
+    if image.shape[-2:] != (height, width):
+        image = F.interpolate(image, size=(height, width), mode="bilinear", align_corners=False,
+                              antialias=True)
+    return image

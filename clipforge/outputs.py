@@ -1,0 +1,224 @@
+"""Writing results: PNGs that carry their own settings, atomic writes, safe names, GIF frames.
+
+A clipforge PNG holds two text chunks:
+
+- ``clipforge``: the full RunConfig as versioned JSON (``read_config`` reads it back and
+  ``clipforge generate --from image.png`` repeats the run);
+- ``parameters``: the A1111-style summary other tools show
+  (``prompt\\nNegative prompt: ...\\nSteps: 200, Seed: 1, Size: 256x256, Model: shapes, ...``).
+
+Every file is written to a temporary name in the same folder, flushed and ``os.replace``-d
+into place, so a crash or a full disk never leaves a half-written file under a final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import tempfile
+import unicodedata
+from pathlib import Path
+from typing import Iterator
+
+from clipforge.config import METADATA_PROMPT_CHARS, ConfigError, RunConfig
+
+TMP_SUFFIX = ".clipforge-tmp"
+MAX_NAME_BYTES = 200  # well under the usual 255-byte limit, leaving room for suffixes
+
+
+# ---------------------------------------------------------------------------------------------
+# names and paths
+
+
+def slugify(text: str, max_len: int = 60) -> str:
+    """An ASCII file-name fragment: letters, digits and dashes only; never empty, no ``..``."""
+    norm = unicodedata.normalize("NFKD", text)
+    ascii_text = norm.encode("ascii", "ignore").decode("ascii").lower()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text).strip("-")[:max_len].strip("-")
+    return slug or "image"
+
+
+def safe_join(folder: str | os.PathLike, name: str) -> Path:
+    """``folder / name``, refusing names that would leave ``folder`` (``..``, ``/``, absolute)."""
+    base = Path(folder).resolve()
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
+        raise ConfigError("out", f"unsafe file name {name!r}")
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        raise ConfigError("out", f"file name longer than {MAX_NAME_BYTES} bytes")
+    path = (base / name).resolve()
+    if path.parent != base:
+        raise ConfigError("out", f"{name!r} would be written outside {str(base)!r}")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# atomic writes
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically.
+
+    On any error the temporary file is removed and ``path`` is left as it was.
+    """
+    final = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name[:80]}.", suffix=TMP_SUFFIX, dir=final.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp_path.unlink()
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def sweep_temp_files(folder: str | os.PathLike) -> int:
+    """Delete temporary files a killed writer left in ``folder``; returns how many."""
+    n = 0
+    for p in Path(folder).glob(f".*{TMP_SUFFIX}"):
+        with contextlib.suppress(OSError):
+            p.unlink()
+            n += 1
+    return n
+
+
+# ---------------------------------------------------------------------------------------------
+# PNG metadata
+
+
+def _quote(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False) if re.search(r'[,:"\n]', value) else value
+
+
+def a1111_parameters(cfg: RunConfig) -> str:
+    """The A1111-style ``parameters`` text of a run (prompts capped for metadata)."""
+    fields = [("Steps", str(cfg.steps)), ("Seed", str(cfg.seed)),
+              ("Size", f"{cfg.width}x{cfg.height}"), ("Model", ", ".join(cfg.clip)),
+              ("Generator", cfg.generator), ("Learning rate", f"{cfg.lr:g}"),
+              ("Cutouts", str(cfg.cutn)), ("Software", "clipforge")]
+    line = ", ".join(f"{k}: {_quote(v)}" for k, v in fields)
+    return (f"{cfg.prompt[:METADATA_PROMPT_CHARS]}\n"
+            f"Negative prompt: {cfg.negative_prompt[:METADATA_PROMPT_CHARS]}\n{line}")
+
+
+def parse_parameters(text: str) -> dict[str, str]:
+    """Parse an A1111-style ``parameters`` text into ``prompt``, ``negative_prompt`` and fields.
+
+    The last line holds ``Key: value`` pairs (values with commas are JSON-quoted); the
+    negative prompt starts at the last line beginning with ``Negative prompt: ``.
+    """
+    body, _, last = text.rpartition("\n")
+    out: dict[str, str] = {}
+    for m in re.finditer(r'\s*([^:,]+):\s*("(?:\\.|[^"\\])*"|[^,]*)\s*(?:,|$)', last):
+        key, value = m.group(1).strip(), m.group(2).strip()
+        out[key] = json.loads(value) if value.startswith('"') else value
+    marker = "\nNegative prompt: "
+    if body.startswith("Negative prompt: "):
+        out["prompt"], out["negative_prompt"] = "", body[len("Negative prompt: "):]
+    elif marker in body:
+        prompt, _, neg = body.rpartition(marker)
+        out["prompt"], out["negative_prompt"] = prompt, neg
+    else:
+        out["prompt"], out["negative_prompt"] = body, ""
+    return out
+
+
+def png_bytes(image, cfg: RunConfig | None = None, extra: dict[str, str] | None = None) -> bytes:
+    """Encode an image tensor (1, 3, H, W) or (3, H, W) in [0, 1] as PNG with metadata."""
+    from PIL.PngImagePlugin import PngInfo
+
+    from clipforge.images import to_pil
+
+    info = PngInfo()
+    if cfg is not None:
+        info.add_itxt("clipforge", cfg.to_json(cap_prompts=True))
+        info.add_itxt("parameters", a1111_parameters(cfg))
+    for k, v in (extra or {}).items():
+        info.add_itxt(k, v)
+    buf = io.BytesIO()
+    to_pil(image).save(buf, format="PNG", pnginfo=info)
+    return buf.getvalue()
+
+
+def save_png(path: str | os.PathLike, image, cfg: RunConfig | None = None,
+             extra: dict[str, str] | None = None) -> Path:
+    """Write ``image`` as a PNG carrying ``cfg``, atomically (temp file + ``os.replace``).
+
+    Shape:
+        image: (1, 3, H, W) or (3, H, W), float in [0, 1].
+    """
+    return atomic_write_bytes(path, png_bytes(image, cfg, extra))
+
+
+def read_png_text(path: str | os.PathLike) -> dict[str, str]:
+    """All text chunks of a PNG."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return {k: v for k, v in getattr(img, "text", {}).items() if isinstance(v, str)}
+    except (OSError, UnidentifiedImageError) as e:
+        raise ConfigError("from", f"cannot read image {str(path)!r}: {e}") from None
+
+
+def read_config(path: str | os.PathLike) -> RunConfig:
+    """The RunConfig a clipforge PNG carries (raises ConfigError when it has none)."""
+    text = read_png_text(path).get("clipforge")
+    if text is None:
+        raise ConfigError("from", f"{str(path)!r} carries no clipforge settings")
+    return RunConfig.from_json(text)
+
+
+# ---------------------------------------------------------------------------------------------
+# progress frames
+
+
+class FrameRecorder:
+    """Keeps every ``every``-th step's image (as small PIL frames) for a progress GIF.
+
+    Use it as a loop callback: ``run(cfg, [recorder])``; then :meth:`save_gif`.
+    """
+
+    def __init__(self, every: int, max_side: int = 256):
+        if every < 1:
+            raise ValueError("FrameRecorder: every must be >= 1")
+        self.every, self.max_side, self.frames = every, max_side, []
+
+    def __call__(self, step) -> None:
+        if step.i % self.every == 0 or step.i == step.total:
+            from clipforge.images import to_pil
+
+            img = to_pil(step.image)
+            img.thumbnail((self.max_side, self.max_side))
+            self.frames.append(img)
+
+    def save_gif(self, path: str | os.PathLike, ms_per_frame: int = 80) -> Path:
+        """Write the frames as a looping GIF, atomically."""
+        if not self.frames:
+            raise ValueError("FrameRecorder: no frames recorded")
+        buf = io.BytesIO()
+        self.frames[0].save(buf, format="GIF", save_all=True, append_images=self.frames[1:],
+                            duration=ms_per_frame, loop=0)
+        return atomic_write_bytes(path, buf.getvalue())
+
+
+def default_name(cfg: RunConfig, index: int | None = None) -> str:
+    """``0007-a-red-circle-s42.png``-style name: ASCII, short, no path parts."""
+    head = f"{index:04d}-" if index is not None else ""
+    return f"{head}{slugify(cfg.prompt or 'image')}-s{cfg.seed}.png"
+

@@ -1,0 +1,101 @@
+"""Generator registry: name -> "module:Class", imported only when a generator is used.
+
+A generator is any ``nn.Module`` whose constructor is ``(width, height, *, batch, generator,
+device, **options)`` and which has ``render() -> (B, 3, H, W)`` in [0, 1]; an optional
+``size_multiple`` class attribute says which sizes it can make, and ``init_from(image)`` is the
+optional init-image ability. Diffusion samplers instead have
+``sample(guide, steps, generator) -> Iterator[Tensor]``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+from clipforge.config import ConfigError
+
+
+@dataclass(frozen=True)
+class GeneratorSpec:
+    target: str       # "module:Class"
+    summary: str      # one line for `clipforge models`
+    extra: str = ""   # the pip extra its dependencies come with ("" = core)
+
+
+GENERATORS: dict[str, GeneratorSpec] = {
+    "pixel": GeneratorSpec("clipforge.generators.pixel:PixelGenerator",
+                           "raw RGB pixels, as a multi-scale pyramid by default"),
+    "fourier": GeneratorSpec("clipforge.generators.fourier:FourierGenerator",
+                             "FFT spectrum with 1/f scaling and decorrelated colour (Lucid)"),
+}
+
+# constructor arguments every generator takes; the rest are its options
+_COMMON = {"self", "width", "height", "batch", "generator", "device"}
+
+
+def generator_class(name: str) -> type:
+    """Import and return the class registered as ``name``."""
+    spec = GENERATORS.get(name)
+    if spec is None:
+        raise ConfigError("generator", f"unknown generator {name!r}; available: "
+                          f"{', '.join(sorted(GENERATORS))}")
+    module, _, cls = spec.target.partition(":")
+    try:
+        return getattr(importlib.import_module(module), cls)
+    except ImportError as e:
+        extra = f"clipforge[{spec.extra}]" if spec.extra else "clipforge"
+        raise ConfigError("generator", f"generator {name!r} needs a missing package "
+                          f"({e.name}); run: pip install '{extra}'") from None
+
+
+def generator_options(name: str) -> dict[str, Any]:
+    """The generator's options and their defaults (from its constructor signature)."""
+    sig = inspect.signature(generator_class(name).__init__)
+    return {p.name: (None if p.default is inspect.Parameter.empty else p.default)
+            for p in sig.parameters.values()
+            if p.name not in _COMMON and p.kind is not inspect.Parameter.VAR_KEYWORD}
+
+
+def check_size(name: str, width: int, height: int) -> None:
+    """Raise ConfigError naming the nearest allowed size if the generator cannot make this one."""
+    m = getattr(generator_class(name), "size_multiple", 1)
+    if width % m or height % m:
+        near = (max(m, round(width / m) * m), max(m, round(height / m) * m))
+        raise ConfigError("size", f"{width}x{height}: generator {name!r} makes sizes that are "
+                          f"multiples of {m}; nearest allowed: {near[0]}x{near[1]}")
+
+
+def check_options(name: str, options: dict[str, Any]) -> None:
+    allowed = generator_options(name)
+    for key in options:
+        if key not in allowed:
+            raise ConfigError("generator_options", f"unknown option {key!r} for generator "
+                              f"{name!r}; options: {', '.join(allowed) or 'none'}")
+
+
+def build_generator(name: str, width: int, height: int, *, options: dict[str, Any] | None = None,
+                    batch: int = 1, generator=None, device="cpu"):
+    """Construct a registered generator after checking its size and options."""
+    options = dict(options or {})
+    check_size(name, width, height)
+    check_options(name, options)
+    cls = generator_class(name)
+    try:
+        return cls(width, height, batch=batch, generator=generator, device=device, **options)
+    except TypeError as e:
+        raise ConfigError("generator_options", f"generator {name!r}: {e}") from None
+
+
+def describe() -> list[dict[str, Any]]:
+    """Name, summary and options of every registered generator (for `clipforge models`)."""
+    rows = []
+    for name, spec in GENERATORS.items():
+        try:
+            opts = generator_options(name)
+            note = ""
+        except ConfigError as e:
+            opts, note = {}, str(e)
+        rows.append({"name": name, "summary": spec.summary, "options": opts, "note": note})
+    return rows
