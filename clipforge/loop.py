@@ -219,14 +219,18 @@ class Run:
                            range_weight=cfg.range_weight, init_image=init_target,
                            init_weight=cfg.init_weight,
                            generator=torch.Generator().manual_seed((seed + 1) % 2**63))
+        self.opt = make_optimizer(self.generator.parameters(), lr=cfg.lr,
+                                  optimizer=cfg.optimizer)
+        self.done = 0  # optimizer steps taken so far (a resumed run starts above 0)
         self.step: Step | None = None
 
     def __iter__(self) -> Iterator[Step]:
         cfg = self.config
         try:
             for step in optimize(self.generator, self.guide, cfg.steps, lr=cfg.lr,
-                                 optimizer=cfg.optimizer, warmup_steps=cfg.warmup_steps,
-                                 schedule=cfg.schedule):
+                                 warmup_steps=cfg.warmup_steps, schedule=cfg.schedule,
+                                 opt=self.opt, start=self.done):
+                self.done = step.i
                 self.step = step
                 yield step
         except torch.OutOfMemoryError:
