@@ -126,12 +126,9 @@ def parse_parameters(text: str) -> dict[str, str]:
     for m in re.finditer(r'\s*([^:,]+):\s*("(?:\\.|[^"\\])*"|[^,]*)\s*(?:,|$)', last):
         key, value = m.group(1).strip(), m.group(2).strip()
         out[key] = json.loads(value) if value.startswith('"') else value
-    marker = "\nNegative prompt: "
-    if body.startswith("Negative prompt: "):
-        out["prompt"], out["negative_prompt"] = "", body[len("Negative prompt: "):]
-    elif marker in body:
-        prompt, _, neg = body.rpartition(marker)
-        out["prompt"], out["negative_prompt"] = prompt, neg
+    prompt, marker, neg = ("\n" + body).rpartition("\nNegative prompt: ")
+    if marker:
+        out["prompt"], out["negative_prompt"] = prompt[1:], neg
     else:
         out["prompt"], out["negative_prompt"] = body, ""
     return out
