@@ -29,6 +29,14 @@ GENERATORS: dict[str, GeneratorSpec] = {
                            "raw RGB pixels, as a multi-scale pyramid by default"),
     "fourier": GeneratorSpec("clipforge.generators.fourier:FourierGenerator",
                              "FFT spectrum with 1/f scaling and decorrelated colour (Lucid)"),
+    "vae": GeneratorSpec("clipforge.generators.latent:VaeGenerator",
+                         "latent of a diffusers autoencoder (TAESD, Stable Diffusion VAE)"),
+    "vqgan": GeneratorSpec("clipforge.generators.vqgan:VqganGenerator",
+                           "VQGAN latent snapped to its codebook (diffusers VQModel)"),
+    "biggan": GeneratorSpec("clipforge.generators.biggan:BigGANGenerator",
+                            "BigGAN-deep latent z and soft ImageNet class vector"),
+    "diffusion": GeneratorSpec("clipforge.generators.diffusion:DiffusionSampler",
+                               "CLIP-guided diffusion sampling (diffusers DDPM / Stable Diffusion)"),
 }
 
 # constructor arguments every generator takes; the rest are its options
