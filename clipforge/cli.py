@@ -142,22 +142,37 @@ def _output_path(out: Optional[Path], cfg: RunConfig) -> Path:
 
 
 def _generate(prompt: Optional[str], from_png: Optional[Path], out: Optional[Path], quiet: bool,
-              **options: Any) -> None:
+              checkpoint_every: int = 0, resume: Optional[Path] = None, **options: Any) -> None:
     from clipforge.outputs import read_config
 
     try:
-        base = read_config(from_png) if from_png is not None else None
+        if checkpoint_every < 0:
+            raise ConfigError("checkpoint_every", f"{checkpoint_every} is out of range; "
+                              "allowed: >= 0 (0 = off)")
+        ckpt = None
+        if resume is not None:
+            from clipforge.checkpoint import load_checkpoint
+
+            ckpt = load_checkpoint(resume)
+        base = read_config(from_png) if from_png is not None else (
+            ckpt.config if ckpt is not None else None)
         if prompt is not None:
             options["prompt"] = prompt
         cfg = config_from_options(options, base)
     except usage_errors() as e:
         _err(f"error: {e}")
         raise typer.Exit(EXIT_USAGE)
-    raise typer.Exit(render(cfg, out, quiet=quiet))
+    raise typer.Exit(render(cfg, out, quiet=quiet, checkpoint_every=checkpoint_every,
+                            resume=ckpt))
 
 
-def render(cfg: RunConfig, out: Optional[Path], *, quiet: bool = False) -> int:
-    """Run one config to a PNG (and an optional progress GIF); returns the exit code."""
+def render(cfg: RunConfig, out: Optional[Path], *, quiet: bool = False,
+           checkpoint_every: int = 0, resume=None) -> int:
+    """Run one config to a PNG (and an optional progress GIF); returns the exit code.
+
+    ``checkpoint_every`` K > 0 saves the run's state beside the PNG (``NAME.ckpt``) every K
+    steps; ``resume`` (a :class:`clipforge.checkpoint.Checkpoint`) continues such a run.
+    """
     import torch
 
     from clipforge.loop import NonFiniteLossError, Run, RunOutOfMemoryError
@@ -169,6 +184,15 @@ def render(cfg: RunConfig, out: Optional[Path], *, quiet: bool = False) -> int:
         run = Run(cfg)
         cfg = run.config  # with the concrete seed when -1 was given
         path = _output_path(out, cfg)
+        if checkpoint_every or resume is not None:
+            from clipforge.checkpoint import check_supported, default_path, restore, \
+                save_checkpoint
+
+            check_supported(run)
+            ckpt_path = default_path(path)
+            if resume is not None:
+                restore(run, resume)
+                _err(f"resuming at step {run.done} of {cfg.steps}")
     except usage_errors() as e:
         _err(f"error: {e}")
         return EXIT_USAGE
@@ -181,6 +205,8 @@ def render(cfg: RunConfig, out: Optional[Path], *, quiet: bool = False) -> int:
                 if frames is not None:
                     frames(step)
                 advance(step)
+                if checkpoint_every and step.i % checkpoint_every == 0 and step.i < step.total:
+                    save_checkpoint(run, ckpt_path)
         save_png(path, run.image(), cfg)
         if frames is not None:
             frames.save_gif(path.with_suffix(".gif"))
@@ -229,7 +255,8 @@ def _generate_command():
     """Build ``generate`` with a signature derived from RunConfig."""
     def generate(**kwargs: Any) -> None:
         _generate(kwargs.pop("prompt"), kwargs.pop("from_png"), kwargs.pop("out"),
-                  kwargs.pop("quiet"), **kwargs)
+                  kwargs.pop("quiet"), kwargs.pop("checkpoint_every"), kwargs.pop("resume"),
+                  **kwargs)
 
     params = [
         inspect.Parameter("prompt", inspect.Parameter.POSITIONAL_OR_KEYWORD,
@@ -244,6 +271,14 @@ def _generate_command():
                                                "folder (default: out/)")),
         inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
                           default=typer.Option(False, "--quiet", "-q", help="No progress bar.")),
+        inspect.Parameter("checkpoint_every", inspect.Parameter.KEYWORD_ONLY, annotation=int,
+                          default=typer.Option(0, "--checkpoint-every", help="Save the run's "
+                                               "state beside the PNG (NAME.ckpt) every K steps "
+                                               "(0 = off).")),
+        inspect.Parameter("resume", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
+                          default=typer.Option(None, "--resume", help="Continue the run saved "
+                                               "in a checkpoint (its settings are the default; "
+                                               "ends pixel-identical to an unbroken run).")),
         *config_parameters(),
     ]
     generate.__signature__ = inspect.Signature(params)
@@ -303,6 +338,23 @@ def ui(host: str = typer.Option("127.0.0.1", help="Address to bind (0.0.0.0 expo
         _err(f"error: the studio needs gradio ({e}); run: pip install 'clipforge[ui]'")
         raise typer.Exit(EXIT_USAGE)
     launch(host=host, port=port, auth=auth)
+
+
+@app.command("convert-vqgan")
+def convert_vqgan(ckpt: Path = typer.Argument(..., help="taming-transformers .ckpt"),
+                  config: Path = typer.Argument(..., help="its .yaml"),
+                  out: Path = typer.Argument(..., help="new folder for the diffusers VQModel")) -> None:
+    """Convert a taming-transformers VQGAN (.ckpt + .yaml) into a diffusers VQModel folder."""
+    from clipforge.generators.vqgan import convert_taming_checkpoint
+
+    try:
+        folder = convert_taming_checkpoint(ckpt, config, out)
+    except usage_errors() as e:
+        _err(f"error: {e}")
+        raise typer.Exit(EXIT_USAGE)
+    _err(f"wrote {folder}; use it with --generator vqgan --generator-options "
+         f"'{{\"model\": \"{folder}\", \"subfolder\": null}}'")
+    typer.echo(str(folder))
 
 
 def _register_optional_commands() -> None:

@@ -105,3 +105,12 @@ def test_progress_gif(tmp_path):
     path = rec.save_gif(tmp_path / "p.gif")
     with Image.open(path) as im:
         assert im.n_frames == 3  # steps 2, 4 and the last
+
+
+def test_outputs_are_readable_by_others_as_umask_allows(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        path = save_png(tmp_path / "x.png", torch.rand(1, 3, 4, 4), RunConfig(prompt="x"))
+    finally:
+        os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o644

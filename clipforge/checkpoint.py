@@ -1,0 +1,180 @@
+"""Exact resume of one long run: save a :class:`~clipforge.loop.Run` mid-way, continue later.
+
+A checkpoint holds everything the rest of the run depends on: the generator's parameters
+and buffers, the optimizer's state (Adam moments and step counts), the cutout generator's
+RNG state (``torch.Generator.get_state()``), the number of steps done and the settings. It
+is written atomically with ``torch.save`` and read back with ``torch.load(weights_only=True)``
+(plain tensors, numbers and strings; no code runs on load). A run resumed from step k ends
+pixel-identical to the uninterrupted run with the same seed on the same device.
+
+Usage::
+
+    run = Run(cfg)
+    for step in run:
+        if step.i % 50 == 0:
+            save_checkpoint(run, "fox.ckpt")
+    ...
+    run = Run(cfg); restore(run, load_checkpoint("fox.ckpt"))
+    for step in run: ...            # continues at step k + 1
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from clipforge.config import ConfigError, RunConfig
+
+FORMAT = "clipforge-checkpoint"
+VERSION = 1
+# settings that may differ between the saved and the resuming run: they change where the
+# run executes or what is kept for display, not the pixels it computes
+_FREE = ("device", "save_every")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded checkpoint (tensors on the CPU).
+
+    Attributes:
+        config: the settings of the saved run (with its concrete seed).
+        step: optimizer steps done when it was saved.
+        generator: the generator's ``state_dict()``.
+        optimizer: the optimizer's ``state_dict()``.
+        cutout_rng: the cutout generator's ``get_state()`` (a uint8 tensor).
+    """
+
+    config: RunConfig
+    step: int
+    generator: dict[str, Any]
+    optimizer: dict[str, Any]
+    cutout_rng: Any
+
+
+def check_supported(run) -> None:
+    """Raise ConfigError unless ``run`` is an optimized generator (a diffusion sampler keeps
+    its state inside the sampling loop, which a checkpoint does not capture)."""
+    if hasattr(run.generator, "sample") or getattr(run, "opt", None) is None:
+        raise ConfigError("checkpoint_every", f"generator {run.config.generator!r} is a sampler; "
+                          "only optimized generators (pixel, fourier, latent, ...) can be "
+                          "checkpointed and resumed")
+
+
+def checkpoint_bytes(run) -> bytes:
+    """Serialize a Run's resumable state (``torch.save`` format, only tensors and plain data)."""
+    import torch
+
+    check_supported(run)
+    state = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": run.config.to_json(),
+        "step": int(run.done),
+        "generator": {k: v.detach().cpu() for k, v in run.generator.state_dict().items()},
+        "optimizer": _to_cpu(run.opt.state_dict()),
+        "cutout_rng": run.guide.generator.get_state(),
+    }
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()
+
+
+def save_checkpoint(run, path: str | os.PathLike) -> Path:
+    """Write ``run``'s state to ``path`` atomically (a crash never leaves half a checkpoint).
+
+    Args:
+        run: a :class:`~clipforge.loop.Run` between two steps (e.g. right after a Step).
+        path: the checkpoint file.
+    """
+    from clipforge.outputs import atomic_write_bytes
+
+    return atomic_write_bytes(path, checkpoint_bytes(run))
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read a checkpoint safely (``weights_only=True``: a malicious pickle is refused).
+
+    Raises:
+        ConfigError: (field ``resume``) the file is missing, not a clipforge checkpoint, or of
+            a newer version.
+    """
+    import pickle
+
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError("resume", f"checkpoint {str(p)!r} does not exist or is not a file")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, OSError, ValueError) as e:
+        raise ConfigError("resume", f"cannot read checkpoint {str(p)!r}: "
+                          f"{str(e).splitlines()[0][:200] if str(e) else type(e).__name__}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ConfigError("resume", f"{str(p)!r} is not a clipforge checkpoint")
+    version = state.get("version")
+    if not isinstance(version, int) or version > VERSION:
+        raise ConfigError("resume", f"{str(p)!r}: checkpoint version {version!r} is newer than "
+                          f"this clipforge reads ({VERSION})")
+    try:
+        return Checkpoint(RunConfig.from_json(state["config"]), int(state["step"]),
+                          state["generator"], state["optimizer"], state["cutout_rng"])
+    except (KeyError, TypeError) as e:
+        raise ConfigError("resume", f"{str(p)!r}: incomplete checkpoint ({e})") from None
+
+
+def check_compatible(saved: RunConfig, cfg: RunConfig) -> None:
+    """Raise ConfigError naming the settings that differ (other than device and save_every)."""
+    a, b = saved.to_dict(), cfg.to_dict()
+    diff = [k for k in a if k not in _FREE and a[k] != b.get(k)]
+    if diff:
+        shown = ", ".join(f"{k}={a[k]!r} (now {b.get(k)!r})" for k in diff[:4])
+        raise ConfigError("resume", f"the checkpoint was saved with other settings: {shown}; "
+                          "resume with the saved settings (omit the options to reuse them)")
+
+
+def restore(run, ckpt: Checkpoint) -> None:
+    """Load a checkpoint into a freshly built Run with the same settings; the next Step the
+    run yields is ``ckpt.step + 1``.
+
+    Raises:
+        ConfigError: the settings differ, or the checkpoint is past the run's last step.
+    """
+    import torch
+
+    check_supported(run)
+    check_compatible(ckpt.config, run.config)
+    if not 0 <= ckpt.step <= run.config.steps:
+        raise ConfigError("resume", f"checkpoint is at step {ckpt.step}; the run has "
+                          f"{run.config.steps} steps")
+    run.generator.load_state_dict(ckpt.generator)
+    run.opt.load_state_dict(ckpt.optimizer)  # moves the state to the parameters' device
+    rng = ckpt.cutout_rng
+    if not isinstance(rng, torch.Tensor) or rng.dtype != torch.uint8:
+        raise ConfigError("resume", "checkpoint has no valid cutout RNG state")
+    run.guide.generator.set_state(rng)
+    run.done = ckpt.step
+
+
+def _to_cpu(obj: Any) -> Any:
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+def default_path(png: str | os.PathLike) -> Path:
+    """The checkpoint kept beside an output: ``fox-s0.png`` -> ``fox-s0.ckpt``."""
+    return Path(png).with_suffix(".ckpt")
+
+
+__all__ = ["Checkpoint", "check_supported", "save_checkpoint", "load_checkpoint", "restore", "check_compatible",
+           "checkpoint_bytes", "default_path"]
