@@ -118,11 +118,12 @@ class Cutouts:
         base = torch.stack([xx, yy, torch.ones_like(xx)], dim=-1).reshape(-1, 3)   # (s*s, 3)
         h = params.matrices.to(device=dev, dtype=dt)
         pts = base @ h.transpose(1, 2)                                      # (N, s*s, 3)
-        grid = (pts[..., :2] / pts[..., 2:].clamp(min=1e-3)).reshape(n, s, s, 2)
-        src = image.repeat_interleave(n, dim=0)                             # (B*N, 3, H, W)
-        grid = grid.repeat(b, 1, 1, 1)
-        out = F.grid_sample(src, grid, mode="bilinear", padding_mode="reflection",
-                            align_corners=False)
+        # all N crops stacked in one grid over each image: no per-crop copy of the image, and
+        # the backward accumulates into one (B, 3, H, W) gradient
+        grid = (pts[..., :2] / pts[..., 2:].clamp(min=1e-3)).reshape(1, n * s, s, 2)
+        out = F.grid_sample(image, grid.expand(b, -1, -1, -1), mode="bilinear",
+                            padding_mode="reflection", align_corners=False)   # (B, 3, N*s, s)
+        out = out.view(b, -1, n, s, s).transpose(1, 2).reshape(b * n, -1, s, s)
         if params.supersample > 1:
             out = F.avg_pool2d(out, params.supersample)
         if bool(self.augment) and self.noise > 0:

@@ -1,0 +1,142 @@
+"""The step-speed benchmark runs end to end on a tiny model, and its reference loop and the
+speed paths it measures compute what they claim to."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "benchmarks" / "step_speed.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("step_speed", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+
+
+def test_benchmark_smoke_prints_medians_and_ratio_last(tiny_clip_dir):
+    r = _run("--clip", str(tiny_clip_dir), "--size", "32", "--cutn", "4", "--steps", "2",
+             "--repeats", "1", "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    tail = r" s/step .*n=2\); CPU \d+\.\d+ s/step$"
+    ours = re.search(r"^ours +median (\d+\.\d+)" + tail, r.stdout, re.M)
+    ref = re.search(r"^reference median (\d+\.\d+)" + tail, r.stdout, re.M)
+    assert re.search(r"^CPU-time ratio reference/ours: \d+\.\d\dx$", r.stdout, re.M)
+    assert ours and ref, r.stdout
+    assert "load average" in r.stdout
+    last = re.fullmatch(r"ratio reference/ours: (\d+\.\d\d)x", lines[-1])
+    assert last, lines[-1]
+    # the ratio is the quotient of the two printed medians (to their printed precision)
+    expected = float(ref.group(1)) / float(ours.group(1))
+    assert float(last.group(1)) == pytest.approx(expected, rel=0.2, abs=0.02)
+
+
+@pytest.mark.parametrize("args, field, allowed", [
+    (["--cutn", "0"], "cutn", "1 to 256"),
+    (["--size", "5"], "size", "8 to 4096"),
+    (["--steps", "two"], "steps", "whole number"),
+])
+def test_benchmark_rejects_bad_options_before_work(args, field, allowed):
+    r = _run(*args)
+    assert r.returncode == 2
+    assert field in r.stderr and allowed in r.stderr
+    assert "step speed" not in r.stdout            # refused before any model was built
+
+
+def test_benchmark_unknown_clip_is_a_clear_error():
+    r = _run("--clip", "no-such-model:random", "--steps", "1", "--repeats", "1")
+    assert r.returncode != 0
+    assert "--clip" in r.stderr and "unknown model" in r.stderr
+
+
+def test_reference_cutouts_shape_and_gradient(bench):
+    torch.manual_seed(0)
+    image = torch.rand(1, 3, 48, 40, requires_grad=True)
+    cuts = bench.MakeCutouts(16, 6)(image)
+    assert cuts.shape == (6, 3, 16, 16)
+    cuts.square().sum().backward()
+    assert image.grad is not None and image.grad.abs().sum() > 0
+
+
+def test_reference_colour_jitter_hue_matches_torchvision(bench):
+    from torchvision.transforms.v2 import functional as TF
+
+    x = torch.rand(3, 3, 12, 12)
+    assert torch.allclose(bench._hsv_to_rgb(bench._rgb_to_hsv(x)), x, atol=1e-5)
+    hsv = bench._rgb_to_hsv(x)
+    shifted = torch.stack(((hsv[:, 0] + 0.07) % 1.0, hsv[:, 1], hsv[:, 2]), dim=1)
+    assert torch.allclose(bench._hsv_to_rgb(shifted), TF.adjust_hue(x, 0.07), atol=1e-5)
+    x.requires_grad_(True)
+    bench.ColorJitter(0.1, 0.1, 0.1, 0.1)(x).sum().backward()   # differentiable, unlike tv's hue
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_lean_vit_forward_matches_open_clip(tiny_embedder):
+    from clipforge.guidance.embedders import _is_plain_vit, _vit_features
+
+    assert tiny_embedder._lean_vit and _is_plain_vit(tiny_embedder.model)
+    size = tiny_embedder.image_size
+    x = torch.rand(3, 3, size, size)
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    fa = _vit_features(tiny_embedder.model.visual, xa)
+    fb = tiny_embedder.model.encode_image(xb)
+    assert torch.allclose(fa, fb, atol=1e-5, rtol=1e-4)
+    ga, = torch.autograd.grad(fa.square().sum(), xa)
+    gb, = torch.autograd.grad(fb.square().sum(), xb)
+    assert torch.allclose(ga, gb, atol=1e-6, rtol=1e-4)
+    # a size the patch does not divide: the patch convolution floors, and so does the fast path
+    y = torch.rand(1, 3, size + 5, size + 3)
+    with torch.no_grad():
+        assert torch.allclose(_vit_features(tiny_embedder.model.visual, y),
+                              tiny_embedder.model.encode_image(y), atol=1e-5, rtol=1e-4)
+
+
+def test_lean_vit_is_not_used_for_other_models():
+    from clipforge.guidance.embedders import _is_plain_vit
+
+    class NotOpenClip(torch.nn.Module):
+        def encode_image(self, x):
+            return x.flatten(1)
+
+    assert not _is_plain_vit(NotOpenClip())
+
+
+def test_cutouts_one_grid_equals_per_crop_sampling():
+    from clipforge.guidance.augment import Cutouts
+
+    cut = Cutouts(16, 5, noise=0.0)           # flips, rotation, perspective on; no pixel noise
+    image = torch.rand(2, 3, 40, 36)
+    params = cut.sample(40, 36, torch.Generator().manual_seed(3))
+    out = cut.apply(image, params)
+    s = params.size * params.supersample
+    lin = (torch.arange(s, dtype=torch.float32) * 2 + 1) / s - 1
+    yy, xx = torch.meshgrid(lin, lin, indexing="ij")
+    base = torch.stack([xx, yy, torch.ones_like(xx)], dim=-1).reshape(-1, 3)
+    expected = []
+    for b in range(2):                        # image-major, one crop at a time
+        for m in params.matrices:
+            pts = base @ m.T
+            grid = (pts[:, :2] / pts[:, 2:].clamp(min=1e-3)).reshape(1, s, s, 2)
+            crop = F.grid_sample(image[b:b + 1], grid, mode="bilinear",
+                                 padding_mode="reflection", align_corners=False)
+            expected.append(F.avg_pool2d(crop, params.supersample)
+                            if params.supersample > 1 else crop)
+    assert out.shape == (10, 3, 16, 16)
+    assert torch.allclose(out, torch.cat(expected), atol=1e-6)
