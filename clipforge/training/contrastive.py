@@ -42,7 +42,22 @@ OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 # Small CLIPs for 64 px images (the open_clip default BPE tokenizer; a short context).
 CONFIGS: dict[str, dict[str, Any]] = {
-    # the guide bundled as `shapes`
+    # a small ModifiedResNet (CLIP's RN50 design: 4 stages of one bottleneck, attention
+    # pooling); ~0.2 s per step of 128 on 2 CPU cores, and its loss falls faster than the ViTs'
+    "shapes-rn-s": {
+        "embed_dim": 64,
+        "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 16, "head_width": 32},
+        "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 64, "heads": 2,
+                     "layers": 3},
+    },
+    # a narrower, deeper ModifiedResNet
+    "shapes-rn-xs": {
+        "embed_dim": 48,
+        "vision_cfg": {"image_size": 64, "layers": [1, 2, 1, 1], "width": 12, "head_width": 32},
+        "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 48, "heads": 2,
+                     "layers": 2},
+    },
+    # the guide bundled as `shapes`: a tiny ViT on 64 px, patch 8
     "shapes-vit-s": {
         "embed_dim": 64,
         "vision_cfg": {"image_size": 64, "patch_size": 8, "width": 128, "layers": 4,
@@ -50,7 +65,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "text_cfg": {"context_length": 24, "vocab_size": 49408, "width": 64, "heads": 2,
                      "layers": 3},
     },
-    # the judge bundled as `shapes-judge`: other width and depth
+    # the judge bundled as `shapes-judge`: other width, depth and embedding size
     "shapes-vit-xs": {
         "embed_dim": 48,
         "vision_cfg": {"image_size": 64, "patch_size": 8, "width": 96, "layers": 3,
@@ -61,9 +76,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
     # for tests: trains in a fraction of a second per step
     "tiny": {
         "embed_dim": 32,
-        "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 1,
-                       "head_width": 16, "mlp_ratio": 2.0},
-        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 1,
+        "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 64, "layers": 1,
+                       "head_width": 32, "mlp_ratio": 2.0},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 1,
                      "layers": 1},
     },
 }
@@ -230,6 +245,9 @@ def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; final files get normal permissions
         write(tmp)
         os.replace(tmp, path)
     except BaseException:
@@ -631,7 +649,7 @@ def train(data: str | os.PathLike, config: str | os.PathLike | Mapping[str, Any]
         resume: a checkpoint to continue from (its step, optimizer and RNG states).
         progress: show a progress bar on stderr.
         eval_n: size of the shapes val split for the final zero-shot evaluation.
-        callback: called as ``callback(step, loss)`` after every step.
+        callback: called as ``callback(step, loss)`` after every step (and its checkpoint).
     """
     for name, v, lo in (("steps", steps, 1), ("batch_size", batch_size, 2)):
         if isinstance(v, bool) or not isinstance(v, int) or v < lo or v > 10**7:
@@ -698,16 +716,16 @@ def train(data: str | os.PathLike, config: str | os.PathLike | Mapping[str, Any]
             opt.step()
             with torch.no_grad():
                 model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
-            value = float(loss)
+            value = float(loss.detach())
             if not math.isfinite(value):
                 raise FloatingPointError(f"loss became {value} at step {step + 1}; lower --lr")
             losses.append(value)
-            if callback is not None:
-                callback(step + 1, value)
             if bar is not None:
                 bar[0].update(bar[1], advance=1, description=f"loss {value:.3f}")
             if checkpoint is not None and checkpoint_every and (step + 1) % checkpoint_every == 0:
                 save_checkpoint(checkpoint, state(step + 1))
+            if callback is not None:
+                callback(step + 1, value)
     finally:
         if bar is not None:
             bar[0].stop()
@@ -717,7 +735,7 @@ def train(data: str | os.PathLike, config: str | os.PathLike | Mapping[str, Any]
     model.eval()
     pre = {"size": size, "mean": list(OPENAI_MEAN), "std": list(OPENAI_STD)}
     result = TrainResult(model, model_cfg, done, losses, time.perf_counter() - t0,
-                         logit_scale=float(model.logit_scale.exp()), preprocess_cfg=pre)
+                         logit_scale=float(model.logit_scale.detach().exp()), preprocess_cfg=pre)
     if is_shapes and eval_n:
         with torch.no_grad():
             result.zero_shot = shapes_zero_shot(result.embedder(), n=eval_n)

@@ -1,0 +1,195 @@
+"""CLI commands `train-clip`, `classify` and `score`, added to the main app by :func:`register`.
+
+Exit codes: 0 ok, 2 usage or bad input (bad data, unknown model, unreadable image), 1 runtime
+failure, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Callable, List, Optional, TypeVar
+
+import typer
+
+T = TypeVar("T")
+
+
+def _err(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+
+
+def _run(fn: Callable[[], T]) -> T:
+    """Run a command body, mapping errors to exit codes (2 bad input, 1 failure, 130 interrupt)."""
+    try:
+        return fn()
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        _err("interrupted")
+        raise typer.Exit(130) from None
+    except (ValueError, FileNotFoundError) as e:  # DataError, ModelLoadError, ImageReadError
+        _err(str(e))
+        raise typer.Exit(2) from None
+    except Exception as e:  # noqa: BLE001 - the CLI reports any failure and exits 1
+        _err(f"{type(e).__name__}: {e}")
+        raise typer.Exit(1) from None
+
+
+def _labels(text: str) -> list[str]:
+    labels = list(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
+    if len(labels) < 2:
+        raise ValueError("--labels: give at least two comma-separated labels, e.g. \"cat,dog\"")
+    return labels
+
+
+def _load_images(paths: List[Path]):
+    from clipforge.images import load_image
+
+    return [load_image(p, field="image") for p in paths]
+
+
+def train_clip(
+    data: str = typer.Argument(..., help="`shapes`, a folder of images with same-name .txt "
+                               "captions, or a .csv/.jsonl of (path, caption)."),
+    out: Path = typer.Option(..., "--out", help="Output folder (open_clip hub layout) or a "
+                             ".safetensors file."),
+    config: str = typer.Option("shapes-vit-s", "--config", help="Model config: shapes-vit-s, "
+                               "shapes-vit-xs, shapes-rn-s, shapes-rn-xs, tiny, an open_clip "
+                               "name (ViT-B-32), or a JSON file."),
+    steps: int = typer.Option(500, "--steps", min=1, max=10_000_000, help="Optimizer steps."),
+    batch_size: int = typer.Option(128, "--batch-size", min=2, max=65536, help="Pairs per step."),
+    lr: float = typer.Option(2e-3, "--lr", help="Peak learning rate (> 0)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of initialisation, data and "
+                             "augmentation."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Checkpoint to continue from."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Checkpoint file "
+                                              "(default: OUT.ckpt.pt)."),
+    checkpoint_every: int = typer.Option(100, "--checkpoint-every", min=0,
+                                         help="Save a checkpoint every K steps (0: at the end)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Train a small CLIP contrastively (Radford et al. 2021) and save it in open_clip's layout."""
+
+    def body() -> None:
+        from clipforge.training.contrastive import save_model, train
+
+        ckpt = checkpoint or out.with_name(out.name + ".ckpt.pt")
+        result = train(data, config, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                       resume=resume, checkpoint=ckpt, checkpoint_every=checkpoint_every,
+                       progress=progress and sys.stderr.isatty())
+        prov = {"trained_on": str(data), "seed": seed, "steps": result.step,
+                "batch_size": batch_size, "lr": lr, "config": config if isinstance(config, str)
+                else "custom"}
+        if result.zero_shot:
+            prov["zero_shot"] = result.zero_shot
+        path = save_model(result.model, result.model_cfg, out,
+                          preprocess_cfg=result.preprocess_cfg, provenance=prov)
+        last = f"{result.losses[-1]:.4f}" if result.losses else "n/a"
+        typer.echo(f"trained {result.step} steps in {result.seconds:.1f} s; final loss {last}; "
+                   f"temperature {result.logit_scale:.1f}")
+        if result.zero_shot:
+            z = result.zero_shot
+            typer.echo(f"zero-shot on shapes val ({z['n']}): colour {z['colour']:.1%}, shape "
+                       f"{z['shape']:.1%}, colour+shape {z['colour+shape']:.1%}")
+        typer.echo(f"saved {path} (checkpoint {ckpt})")
+
+    _run(body)
+
+
+def classify(
+    images: List[Path] = typer.Argument(..., help="Image files."),
+    labels: str = typer.Option(..., "--labels", help="Comma-separated labels, e.g. \"cat,dog\"."),
+    template: str = typer.Option("a photo of a {}", "--template", help="Prompt template; {} is "
+                                 "replaced by each label."),
+    clip: str = typer.Option("shapes", "--clip", help="CLIP model spec (see `clipforge models`)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line per image."),
+) -> None:
+    """Zero-shot classify images: each label's probability, best first."""
+
+    def body() -> None:
+        import torch
+
+        from clipforge.guidance.embedders import load_embedder
+        from clipforge.training.contrastive import text_classifier
+
+        labs = _labels(labels)
+        if "{}" not in template:
+            raise ValueError(f"--template: {template!r} has no {{}} for the label")
+        pics = _load_images(images)
+        emb = load_embedder(clip)
+        with torch.no_grad():
+            text = text_classifier(emb, labs, template)
+            for path, x in zip(images, pics):
+                probs = (100 * emb.encode_image(x) @ text.t()).softmax(-1)[0].tolist()
+                ranked = sorted(zip(labs, probs), key=lambda lp: -lp[1])
+                if as_json:
+                    typer.echo(json.dumps({"image": str(path),
+                                           "probs": {lab: round(p, 6) for lab, p in ranked}},
+                                          ensure_ascii=False))
+                else:
+                    typer.echo(str(path))
+                    for lab, p in ranked:
+                        typer.echo(f"  {p:7.2%}  {lab}")
+
+    _run(body)
+
+
+def score(
+    images: List[Path] = typer.Argument(..., help="Image files."),
+    prompt: str = typer.Option(..., "--prompt", help="The prompt the images were made from."),
+    judge: str = typer.Option("shapes-judge", "--judge", help="CLIP model that scores; use one "
+                              "that did not guide the images."),
+    guide: Optional[str] = typer.Option(None, "--guide", help="Model(s) that guided the images "
+                                        "(comma-separated); judging with one of them warns."),
+    candidates: Optional[str] = typer.Option(None, "--candidates", help="Comma-separated other "
+                                             "prompts: also report zero-shot R-precision."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line per image."),
+) -> None:
+    """CLIP score (100 x cosine) of images against a prompt under a judge model."""
+
+    def body() -> None:
+        import warnings
+
+        from clipforge.evaluate import SameModelWarning, check_judge, clip_score, load_judge, r_precision
+
+        if not prompt.strip():
+            raise ValueError("--prompt: prompt is empty")
+        pics = _load_images(images)
+        check_judge(judge, guide)
+        emb = load_judge(judge)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SameModelWarning)  # warned once above
+            scores = [float(clip_score(x, prompt, emb)[0]) for x in pics]
+            cands = [c.strip() for c in (candidates or "").split(",") if c.strip()]
+            hits = None
+            if cands:  # R-precision image by image (sizes may differ)
+                hits = [r_precision(x, prompt, emb, candidates=cands) for x in pics]
+        for i, (path, s) in enumerate(zip(images, scores)):
+            if as_json:
+                row = {"image": str(path), "clip_score": round(s, 4), "judge": judge}
+                if hits is not None:
+                    row["top1"] = bool(hits[i])
+                typer.echo(json.dumps(row, ensure_ascii=False))
+            else:
+                extra = "" if hits is None else ("  top-1" if hits[i] else "  not top-1")
+                typer.echo(f"{s:6.2f}  {path}{extra}")
+        if not as_json:
+            line = f"mean CLIP score {sum(scores) / len(scores):.2f} (judge {judge})"
+            if hits is not None:
+                line += f"; R-precision {sum(hits) / len(hits):.1%} over {len(cands) + 1} prompts"
+            typer.echo(line)
+
+    _run(body)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `train-clip`, `classify` and `score` commands to a Typer app.
+
+    Args:
+        app: the main clipforge CLI app.
+    """
+    app.command("train-clip")(train_clip)
+    app.command("classify")(classify)
+    app.command("score")(score)
