@@ -17,8 +17,8 @@ PROMPTS = ["a red circle", "a blue square", "a green triangle", "a yellow star"]
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--out", type=Path, default=Path("out/demo"))
 parser.add_argument("--steps", type=int, default=150)
-parser.add_argument("--size", type=int, default=96)
-parser.add_argument("--generator", default="fourier")
+parser.add_argument("--size", type=int, default=128)
+parser.add_argument("--generator", default="pixel")
 args = parser.parse_args()
 
 args.out.mkdir(parents=True, exist_ok=True)

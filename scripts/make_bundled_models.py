@@ -23,9 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # name -> training recipe. The judge differs from the guide in seed, width and depth, so that
 # images optimised against the guide do not fool it for free.
+# Small ResNets: the tiny ViTs trained in the same time learned colour but barely shape
+# (held-out shape accuracy 46% / 53%); these reach 99.5% / 99.8% (see each config's "clipforge").
 RECIPES = {
-    "shapes": {"config": "shapes-vit-s", "seed": 1, "steps": 700, "batch_size": 128, "lr": 2e-3},
-    "shapes-judge": {"config": "shapes-vit-xs", "seed": 2, "steps": 1000, "batch_size": 128,
+    "shapes": {"config": "shapes-rn-s", "seed": 1, "steps": 1200, "batch_size": 128, "lr": 2e-3},
+    "shapes-judge": {"config": "shapes-rn-xs", "seed": 2, "steps": 1200, "batch_size": 128,
                      "lr": 2e-3},
 }
 

@@ -208,9 +208,9 @@ def test_bundled_models_reach_reported_accuracy():
     from clipforge.guidance.embedders import ASSETS, load_embedder
     from clipforge.training.contrastive import shapes_zero_shot
 
-    # measured on the bundled models (1024 val images): colour 100%, shape 45.5% / 52.7%
-    for name, floor in (("shapes", {"colour": 0.99, "shape": 0.44, "colour+shape": 0.44}),
-                        ("shapes-judge", {"colour": 0.99, "shape": 0.51, "colour+shape": 0.51})):
+    # measured on the bundled models (1024 val images): colour 100% / 99.9%, shape 99.5% / 99.8%
+    for name, floor in (("shapes", {"colour": 0.99, "shape": 0.98, "colour+shape": 0.98}),
+                        ("shapes-judge", {"colour": 0.99, "shape": 0.98, "colour+shape": 0.98})):
         cfg = json.loads((ASSETS / name / "open_clip_config.json").read_text())
         recorded = cfg["clipforge"]["zero_shot"]
         got = shapes_zero_shot(load_embedder(name), n=recorded["n"])
@@ -232,4 +232,4 @@ def test_recipe_script_trains_good_models(tmp_path):
                     "--out", str(tmp_path)], check=True, cwd=tmp_path)
     for name in ("shapes", "shapes-judge"):
         zs = json.loads((tmp_path / name / "open_clip_config.json").read_text())["clipforge"]["zero_shot"]
-        assert zs["colour"] >= 0.95 and zs["shape"] >= 0.4, (name, zs)
+        assert zs["colour"] >= 0.95 and zs["shape"] >= 0.95, (name, zs)
