@@ -357,6 +357,8 @@ def build_demo(*, default_clip: str | Sequence[str] = "shapes",
                     seg_seconds += dt
                     seg_steps += 1
                     now = time.perf_counter()
+                    if sess.should_stop(job):
+                        break  # Stop was pressed during this step: send no stale progress
                     if step.i == step.total or (step.i % every == 0 and
                                                 now - last_sent >= studio.min_preview_seconds):
                         last_sent = now
@@ -382,7 +384,12 @@ def build_demo(*, default_clip: str | Sequence[str] = "shapes",
                                " — edit the prompt, weights or learning rate, then Resume",
                                gr.skip(), gr.skip(), *_buttons("paused"))
                         return
-                if finished or live.done:
+                if sess.should_stop(job) and not finished:
+                    # the last word of a stopped job, so a progress update racing the Stop
+                    # click cannot leave "running" on the page
+                    yield (gr.skip(), gr.skip(), "stopped", gr.skip(), gr.skip(),
+                           *_buttons("idle"))
+                elif finished or live.done:
                     with studio.step_lock:
                         path = live.save(studio.result_path(sess, live.config.seed))
                         image = _guarded(lambda: to_pil(live.run.image()))
@@ -413,7 +420,7 @@ def build_demo(*, default_clip: str | Sequence[str] = "shapes",
             show_progress="minimal", show_progress_on=[preview])
         resume_event.then(_settle, [session], buttons, queue=False, api_visibility="private")
 
-        pause_btn.click(_pause, [session], [status, pause_btn], queue=False,
+        pause_btn.click(_pause, [session], [pause_btn], queue=False,
                         api_visibility="private")
         stop_btn.click(_stop, [session], [status, *buttons], queue=False,
                        cancels=[gen_event, resume_event], api_visibility="private")
@@ -457,8 +464,10 @@ def _settle(sess: Session | None):
 
 
 def _pause(sess: Session):
+    # only the button: the running job itself writes "paused" to the status, and a second
+    # writer here could land after it and leave a stale "pausing" on the page
     sess.pause_requested.set()
-    return "pausing after this step…", gr.update(interactive=False)
+    return gr.update(interactive=False)
 
 
 def _stop(sess: Session):
