@@ -97,21 +97,27 @@ def _decode(raw: bytes, lineno: int) -> tuple[str | None, str | None]:
                       f"{e.start + 1}); save the list as UTF-8")
 
 
-def _read_txt(p: Path) -> Iterator[Row]:
-    index = 0
+def _decoded_lines(p: Path) -> Iterator[tuple[int, bytes, str | None, str | None]]:
+    """(line number, raw bytes, text or None, error or None) for every line, streamed; a UTF-8
+    byte-order mark on the first line is dropped. Shared by the line-based list formats."""
     with open(p, "rb") as f:
         for lineno, raw in enumerate(f, 1):
             if lineno == 1:
                 raw = raw.removeprefix(b"\xef\xbb\xbf")
-            text, error = _decode(raw, lineno)
-            if text is not None:
-                text = text.strip()
-                if not text or text.startswith("#"):
-                    continue
-            elif not raw.strip() or raw.lstrip().startswith(b"#"):
+            yield (lineno, raw, *_decode(raw, lineno))
+
+
+def _read_txt(p: Path) -> Iterator[Row]:
+    index = 0
+    for lineno, raw, text, error in _decoded_lines(p):
+        if text is not None:
+            text = text.strip()
+            if not text or text.startswith("#"):
                 continue
-            yield Row(index, lineno, None if error else {"prompt": text}, error)
-            index += 1
+        elif not raw.strip() or raw.lstrip().startswith(b"#"):
+            continue
+        yield Row(index, lineno, None if error else {"prompt": text}, error)
+        index += 1
 
 
 def _allowed_columns() -> list[str]:
@@ -175,27 +181,23 @@ def _has_surrogate(text: str) -> bool:
 
 def _read_jsonl(p: Path) -> Iterator[Row]:
     index = 0
-    with open(p, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            if lineno == 1:
-                raw = raw.removeprefix(b"\xef\xbb\xbf")
-            if not raw.strip():
-                continue
-            text, error = _decode(raw, lineno)
-            values = None
-            if text is not None:
-                try:
-                    values = json.loads(text)
-                except json.JSONDecodeError as e:
-                    error = f"line {lineno}: not valid JSON ({e.msg} at column {e.colno})"
-                else:
-                    if isinstance(values, str):
-                        values = {"prompt": values}
-                    elif not isinstance(values, dict):
-                        error, values = (f"line {lineno}: expected a JSON object of settings, "
-                                         f"got {type(values).__name__}"), None
-            yield Row(index, lineno, values, error)
-            index += 1
+    for lineno, raw, text, error in _decoded_lines(p):
+        if not raw.strip():
+            continue
+        values = None
+        if text is not None:
+            try:
+                values = json.loads(text)
+            except json.JSONDecodeError as e:
+                error = f"line {lineno}: not valid JSON ({e.msg} at column {e.colno})"
+            else:
+                if isinstance(values, str):
+                    values = {"prompt": values}
+                elif not isinstance(values, dict):
+                    error, values = (f"line {lineno}: expected a JSON object of settings, "
+                                     f"got {type(values).__name__}"), None
+        yield Row(index, lineno, values, error)
+        index += 1
 
 
 # ---------------------------------------------------------------------------------------------

@@ -197,7 +197,9 @@ def test_init_image_and_image_prompt_run(client, tmp_path):
     assert cfg.init_weight == 1.0 and cfg.image_prompts[0].endswith(":0.5")
 
 
-def test_out_of_memory_fails_that_job_and_the_next_works(client, monkeypatch):
+
+def _out_of_memory_at_call(monkeypatch, k: int) -> None:
+    """Make the k-th Guide.loss call raise torch.OutOfMemoryError (a simulated OOM)."""
     from clipforge.guidance.guide import Guide
 
     calls = {"n": 0}
@@ -205,11 +207,15 @@ def test_out_of_memory_fails_that_job_and_the_next_works(client, monkeypatch):
 
     def loss(self, image, t=0.0):
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == k:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         return real_loss(self, image, t)
 
     monkeypatch.setattr(Guide, "loss", loss)
+
+
+def test_out_of_memory_fails_that_job_and_the_next_works(client, monkeypatch):
+    _out_of_memory_at_call(monkeypatch, 3)
     with pytest.raises(AppError, match="out of memory at step 3.*smaller size, fewer cutouts"):
         client.predict(api_name="/generate", **args(steps=6))
     result = client.predict(api_name="/generate", **args(steps=6))
@@ -366,20 +372,10 @@ def test_out_of_memory_releases_the_run(studio, monkeypatch):
     import gc
     import weakref
 
-    from clipforge.guidance.guide import Guide
     from clipforge.loop import RunOutOfMemoryError
     from clipforge.ui.studio import LiveRun
 
-    real_loss = Guide.loss
-    calls = {"n": 0}
-
-    def loss(self, image, t=0.0):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise torch.OutOfMemoryError("out of memory (simulated)")
-        return real_loss(self, image, t)
-
-    monkeypatch.setattr(Guide, "loss", loss)
+    _out_of_memory_at_call(monkeypatch, 2)
     live = LiveRun(_config(studio, steps=5), studio)
     params = [weakref.ref(p) for p in live.run.generator.parameters()]
     with pytest.raises(RunOutOfMemoryError, match="at step 2 .*smaller size") as err:
@@ -392,7 +388,6 @@ def test_out_of_memory_releases_the_run(studio, monkeypatch):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_out_of_memory_returns_device_memory_on_cuda(tiny_clip_dir, tmp_path, monkeypatch):
-    from clipforge.guidance.guide import Guide
     from clipforge.loop import RunOutOfMemoryError
     from clipforge.ui.studio import LiveRun, Studio
 
@@ -401,16 +396,7 @@ def test_out_of_memory_returns_device_memory_on_cuda(tiny_clip_dir, tmp_path, mo
     studio.cache.get(str(tiny_clip_dir), studio.device)  # the shared model stays loaded
     torch.cuda.synchronize()
     baseline = torch.cuda.memory_allocated()
-    calls = {"n": 0}
-    real_loss = Guide.loss
-
-    def loss(self, image, t=0.0):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real_loss(self, image, t)
-
-    monkeypatch.setattr(Guide, "loss", loss)
+    _out_of_memory_at_call(monkeypatch, 3)
     live = LiveRun(cfg, studio)
     with pytest.raises(RunOutOfMemoryError, match="smaller size"):
         for _ in live.steps():
@@ -418,7 +404,7 @@ def test_out_of_memory_returns_device_memory_on_cuda(tiny_clip_dir, tmp_path, mo
     del live
     torch.cuda.synchronize()
     assert torch.cuda.memory_allocated() == baseline
-    monkeypatch.setattr(Guide, "loss", real_loss)
+    monkeypatch.undo()  # the real Guide.loss again
     live = LiveRun(cfg, studio)
     assert sum(1 for _ in live.steps()) == 5
 
