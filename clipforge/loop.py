@@ -241,8 +241,9 @@ class Run:
                            range_weight=cfg.range_weight, init_image=init_target,
                            init_weight=cfg.init_weight,
                            generator=torch.Generator().manual_seed((seed + 1) % 2**63))
-        self.opt = make_optimizer(self.generator.parameters(), lr=cfg.lr,
-                                  optimizer=cfg.optimizer)
+        # a GuidedSampler (diffusion) is sampled, not optimized: it gets no optimizer
+        self.opt = None if hasattr(self.generator, "sample") else make_optimizer(
+            self.generator.parameters(), lr=cfg.lr, optimizer=cfg.optimizer)
         self.done = 0  # optimizer steps taken so far (a resumed run starts above 0)
         self.step: Step | None = None
 

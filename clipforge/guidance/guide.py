@@ -54,25 +54,29 @@ class Guide:
         self.init_image = init_image
         self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
         self.labels = _unique_labels(self.prompts)
+        images = self._prompt_images()  # read each image file once, whatever the model count
         # targets[m][p]: prompt p's embedding under model m, (D,)
-        self.targets = [self._embed_prompts(emb) for emb, _ in embedders.members]
+        self.targets = [self._embed_prompts(emb, images) for emb, _ in embedders.members]
 
-    @torch.no_grad()
-    def _embed_prompts(self, emb: ClipEmbedder) -> list[Tensor]:
+    def _prompt_images(self) -> dict[int, Tensor]:
+        """Image prompts as (1, 3, H, W) tensors, keyed by prompt position."""
         from clipforge.images import load_image
 
-        texts = [p.text for p in self.prompts if p.text is not None]
-        text_emb = iter(emb.encode_text(texts)) if texts else iter(())
-        out = []
-        for p in self.prompts:
-            if p.text is not None:
-                out.append(next(text_emb))
-            else:
+        images = {}
+        for i, p in enumerate(self.prompts):
+            if p.image is not None:
                 img = load_image(p.image, field="image_prompts") if isinstance(p.image, str) \
                     else p.image
-                img = img if img.dim() == 4 else img.unsqueeze(0)
-                out.append(emb.encode_image(img.to(emb.device, torch.float32))[0])
-        return out
+                images[i] = img if img.dim() == 4 else img.unsqueeze(0)
+        return images
+
+    @torch.no_grad()
+    def _embed_prompts(self, emb: ClipEmbedder, images: dict[int, Tensor]) -> list[Tensor]:
+        texts = [p.text for p in self.prompts if p.text is not None]
+        text_emb = iter(emb.encode_text(texts)) if texts else iter(())
+        return [next(text_emb) if i not in images else
+                emb.encode_image(images[i].to(emb.device, torch.float32))[0]
+                for i in range(len(self.prompts))]
 
     def loss(self, image: Tensor, t: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
         """Total loss of ``image`` at progress ``t`` in [0, 1], and its named parts.
