@@ -76,7 +76,14 @@ def test_ci_block_is_what_ci_runs():
 
 @pytest.mark.slow
 def test_make_demo_on_a_copy(tmp_path):
-    """`make demo` from a clean copy of the tree (reuses this venv's packages: no network)."""
-    r = subprocess.run(["make", "demo", f"VENV={Path(sys.executable).parent.parent}"], cwd=ROOT,
+    """`make demo` in a copy of the working tree writes its four PNGs (reusing this venv, whose
+    install is newer than the copied pyproject.toml, so make installs nothing: no network)."""
+    import shutil
+
+    copy = tmp_path / "clipforge"
+    shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".git", ".venv", "out", "*.pyc"))
+    r = subprocess.run(["make", "demo", f"VENV={Path(sys.executable).parent.parent}"], cwd=copy,
                        env=ENV, capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert len(list((copy / "out" / "demo").glob("*.png"))) == 4, r.stdout
+    assert r.stdout.count("the judge sees:") == 4, r.stdout
