@@ -223,7 +223,7 @@ def test_bundled_models_reach_reported_accuracy():
 
 @pytest.mark.slow
 def test_recipe_script_trains_good_models(tmp_path):
-    """Runs the bundled-model recipe end to end (about 12 minutes on 2 idle CPU cores)."""
+    """Runs the bundled-model recipe end to end (18 minutes measured on 2 CPU cores)."""
     import subprocess
     import sys
 
