@@ -1,7 +1,7 @@
 """Guidance really steers: images guided by the bundled `shapes` CLIP convince the independent
 `shapes-judge` and a colour check that uses no CLIP at all (issue 3's acceptance).
 
-Slow (about 1 minute per generator on 2 cores): 4 prompts x 150 steps at 128 px.
+Slow (about 2 minutes per generator on one CPU thread): 4 prompts x 150 steps at 128 px.
 """
 
 import pytest
@@ -42,12 +42,9 @@ def test_colour_shares_closed_form():
     assert colour_shares(img).tolist() == [0.5, 0.0, 0.0, 0.25]
 
 
-# Settings measured here (clipforge.evaluate.SHAPES_SETTINGS; judge agreement over seeds 0-15,
-# i.e. four sets of the 4 prompts). Pixel at the defaults: 13 of 16, and 3 or 4 of 4 on every
-# set. Fourier at the defaults (decay 1, lr 0.05, tv 0.05): 4 of 8 over seeds 0-7, and 2 of 4
-# on seeds 0-3 at every lr tried from 0.02 to 0.4. Fourier with decay 2, lr 0.015, tv 0.2:
-# 11 of 16, passing on three of the four sets (so this test is not a formality for it).
-# The circle is the prompt both miss most.
+# Each generator runs with clipforge.evaluate.SHAPES_SETTINGS, measured with this setup over
+# seeds 0-15 (docs/generators.md). Fourier's settings reach 3 of 4 on three of the four sets of
+# 4 seeds, not all, so this test is not a formality for it.
 
 
 @pytest.mark.slow
