@@ -299,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(spec: str):
-    from clipforge.guidance.embedders import ModelLoadError, load_embedder
+    from clipforge.guidance.clip_models import ModelLoadError, load_embedder
 
     try:
         return load_embedder(spec, "cpu")

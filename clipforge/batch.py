@@ -503,7 +503,8 @@ def render_item(cfg: RunConfig, cache, on_step: Callable[[Any], None] | None = N
         on_step: called with every Step (progress display).
     """
     from clipforge.cli import usage_errors
-    from clipforge.loop import NonFiniteLossError, Run
+    from clipforge.errors import NonFiniteLossError
+    from clipforge.runner import Run
     from clipforge.outputs import FrameRecorder, png_bytes
 
     t0 = time.perf_counter()
@@ -547,7 +548,7 @@ class _RayWorker:
     def __init__(self, threads: int):
         import torch
 
-        from clipforge.guidance.embedders import ModelCache
+        from clipforge.guidance.clip_models import ModelCache
 
         torch.set_num_threads(max(1, threads))
         self.cache = ModelCache()
@@ -561,8 +562,7 @@ class _RayWorker:
 # the driver: decide, render, write, record
 
 
-class DiskError(RuntimeError):
-    """Writing an output failed (full disk, read-only or vanished folder): the batch stops."""
+from clipforge.errors import DiskError  # noqa: E402  (writing an output failed: the batch stops)
 
 
 @dataclass
@@ -686,7 +686,7 @@ def run_sequential(batch: Batch, items: Iterable[Item], progress: "_Progress") -
     cache = None
     for item in batch.pending(items):
         if cache is None:  # torch and the models load only when something needs rendering
-            from clipforge.guidance.embedders import ModelCache
+            from clipforge.guidance.clip_models import ModelCache
 
             cache = ModelCache()
         progress.start_item(item)

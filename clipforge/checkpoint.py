@@ -1,4 +1,4 @@
-"""Exact resume of one long run: save a :class:`~clipforge.loop.Run` mid-way, continue later.
+"""Exact resume of one long run: save a :class:`~clipforge.runner.Run` mid-way, continue later.
 
 A checkpoint holds everything the rest of the run depends on: the generator's parameters
 and buffers, the optimizer's state (Adam moments and step counts), the cutout generator's
@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clipforge.config import ConfigError, RunConfig
+from clipforge.config import RunConfig
+from clipforge.errors import ConfigError
 
 FORMAT = "clipforge-checkpoint"
 VERSION = 1
@@ -57,7 +58,7 @@ class Checkpoint:
 def check_supported(run) -> None:
     """Raise ConfigError unless ``run`` is an optimized generator (a diffusion sampler keeps
     its state inside the sampling loop, which a checkpoint does not capture)."""
-    if hasattr(run.generator, "sample") or getattr(run, "opt", None) is None:
+    if run.samples or getattr(run, "opt", None) is None:
         raise ConfigError("checkpoint_every", f"generator {run.config.generator!r} is a sampler; "
                           "only optimized generators (pixel, fourier, latent, ...) can be "
                           "checkpointed and resumed")
@@ -86,7 +87,7 @@ def save_checkpoint(run, path: str | os.PathLike) -> Path:
     """Write ``run``'s state to ``path`` atomically (a crash never leaves half a checkpoint).
 
     Args:
-        run: a :class:`~clipforge.loop.Run` between two steps (e.g. right after a Step).
+        run: a :class:`~clipforge.runner.Run` between two steps (e.g. right after a Step).
         path: the checkpoint file.
     """
     from clipforge.outputs import atomic_write_bytes

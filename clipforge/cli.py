@@ -33,11 +33,9 @@ def _err(message: str) -> None:
 
 def usage_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean "bad input": reported with exit code 2."""
-    from clipforge.guidance.embedders import ModelLoadError
-    from clipforge.images import ImageReadError
-    from clipforge.weights import WeightsError
+    from clipforge.errors import UsageError
 
-    return (ConfigError, ImageReadError, ModelLoadError, WeightsError)
+    return (UsageError,)
 
 
 @contextlib.contextmanager
@@ -175,7 +173,8 @@ def render(cfg: RunConfig, out: Optional[Path], *, quiet: bool = False,
     """
     import torch
 
-    from clipforge.loop import NonFiniteLossError, Run, RunOutOfMemoryError
+    from clipforge.errors import NonFiniteLossError, RunOutOfMemoryError
+    from clipforge.runner import Run
     from clipforge.outputs import FrameRecorder, save_png
 
     try:
@@ -298,10 +297,11 @@ app.command("generate")(_generate_command())
 def models(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """List generators (with their options) and CLIP models."""
     from clipforge import registry
-    from clipforge.guidance.embedders import ASSETS, BUNDLED
+    from clipforge import pretrained
 
     gens = registry.describe()
-    bundled = [{"name": n, "present": (ASSETS / n).is_dir()} for n in BUNDLED]
+    bundled = [{"name": n, "present": pretrained.BUNDLED[n].present}
+               for n in pretrained.names("clip")]
     try:
         import open_clip
 

@@ -111,7 +111,7 @@ def classify(
     def body() -> None:
         import torch
 
-        from clipforge.guidance.embedders import load_embedder
+        from clipforge.guidance.clip_models import load_embedder
         from clipforge.training.contrastive import text_classifier
 
         labs = _labels(labels)

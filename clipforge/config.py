@@ -1,21 +1,28 @@
-"""RunConfig: every setting of one run, validated in one place.
+"""RunConfig: every setting of one run, validated in one place; merge() and load_settings().
 
-The CLI flags and the UI controls are derived from the fields below (their ``help`` metadata
-and defaults), so a default exists exactly once. A PNG written by clipforge carries its
-RunConfig as versioned JSON; :func:`RunConfig.from_dict` reads it back.
+The CLI flags and the studio's controls are derived from the fields below (their ``help``
+metadata and defaults), so a default exists exactly once. A PNG written by clipforge carries
+its RunConfig as versioned JSON; :meth:`RunConfig.from_dict` reads it back.
 
-Validation follows ``BAD_INPUTS.md``: every bad value raises :class:`ConfigError` (a
-``ValueError``) naming the field and the allowed range, before any model is loaded.
+Every front end turns user values into settings the same way: :func:`merge` layers partial
+settings (a PNG's config, a ``--config`` file, a list row, flags, the studio's controls),
+coercing and checking each given field at once, and ``RunConfig.from_dict(merge(...))`` makes
+the run's config. A bad value raises :class:`~clipforge.errors.ConfigError` (a ``UsageError``)
+naming the field and the allowed range, before any model is loaded (BAD_INPUTS.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import warnings
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Mapping
+
+from clipforge.errors import ConfigError
+from clipforge.fields import (MAX_PROMPT_CHARS, check_field, check_text, coerce, default_of,
+                              parse_json_object, parse_size)
 
 CONFIG_VERSION = 1
 
@@ -25,25 +32,33 @@ MAX_PIXELS = 4096 * 4096
 MAX_STEPS = 100_000
 MAX_CUTN = 256
 MAX_SEED = 2**63 - 1
-MAX_PROMPT_CHARS = 1_000_000  # longer input is refused outright; CLIP reads ~77 tokens anyway
 METADATA_PROMPT_CHARS = 8_192  # the capped copy kept in PNG metadata and manifests
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "cosine", "linear")
 
 
-class ConfigError(ValueError):
-    """A setting is out of range; ``field`` names it."""
+class FrozenDict(dict):
+    """A dict that cannot be changed after construction (RunConfig's generator options).
 
-    def __init__(self, field_name: str, message: str):
-        super().__init__(f"{field_name}: {message}")
-        self.field = field_name
+    A ``dict`` subclass, so JSON, ``isinstance(x, dict)`` and pickling work as for a dict.
+    """
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("RunConfig.generator_options is read-only; use cfg.replace("
+                        "generator_options={...})")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse
+    __ior__ = _refuse
+
+    def __reduce__(self):
+        return (FrozenDict, (dict(self),))
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
-    """A dataclass field carrying its help text (for the CLI and the UI)."""
+    """A dataclass field carrying its help text and allowed range (for the CLI and the UI)."""
     meta = {"help": help, **extra}
-    if isinstance(default, (dict, list)):
-        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    if isinstance(default, dict):
+        return field(default_factory=FrozenDict, metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -69,7 +84,8 @@ class RunConfig:
     generator_options: dict = _opt({}, "Generator-specific options, e.g. {\"decay\": 1.0}.")
     clip: tuple[str, ...] = _opt(("shapes",), "CLIP model(s) that guide: `shapes`, "
                                  "`ViT-B-32:laion2b_s34b_b79k`, `NAME:/path/weights`, a folder; "
-                                 "append `@W` to weight one model of an ensemble.")
+                                 "append `@W` to weight one model of an ensemble.",
+                                 split_commas=True)
     width: int = _opt(256, "Image width in pixels.", min=MIN_SIDE, max=MAX_SIDE)
     height: int = _opt(256, "Image height in pixels.", min=MIN_SIDE, max=MAX_SIDE)
     steps: int = _opt(200, "Optimization steps (0 returns the initial image).", min=0,
@@ -96,9 +112,14 @@ class RunConfig:
                            max=MAX_STEPS)
 
     def __post_init__(self) -> None:
+        if isinstance(self.generator_options, dict) and \
+                not isinstance(self.generator_options, FrozenDict):
+            object.__setattr__(self, "generator_options", FrozenDict(self.generator_options))
+        for name in ("clip", "image_prompts"):  # any sequence of strings, stored as a tuple
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         validate(self)
 
-    # ---- construction helpers ----
     def replace(self, **changes: Any) -> "RunConfig":
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
@@ -123,152 +144,112 @@ class RunConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "RunConfig":
         """Build from a dict (JSON, a CSV row, UI values); unknown keys and bad types are errors."""
-        if "clipforge_config" in data:  # the versioned wrapper written by to_json
-            version = data["clipforge_config"]
-            if not isinstance(version, int) or version > CONFIG_VERSION:
-                raise ConfigError("clipforge_config", f"unsupported config version {version!r} "
-                                  f"(this clipforge reads versions up to {CONFIG_VERSION})")
-            data = data["config"]
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise ConfigError(unknown[0], f"unknown setting; known settings: {', '.join(known)}")
-        kwargs = {k: _coerce(known[k], v) for k, v in data.items()}
-        return cls(**kwargs)
+        return cls(**merge(data))
 
     @classmethod
     def from_json(cls, text: str) -> "RunConfig":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ConfigError("config", f"not valid JSON: {e}") from None
-        if not isinstance(data, dict):
-            raise ConfigError("config", "JSON must be an object")
-        return cls.from_dict(data)
+        """Build from JSON text (plain settings or the versioned wrapper of :meth:`to_json`)."""
+        return cls.from_dict(parse_json_object(text, "config"))
 
     @property
     def size(self) -> tuple[int, int]:
         return self.width, self.height
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """Parse ``"256"`` (square) or ``"320x256"`` (width x height) into (width, height)."""
-    s = str(text).strip().lower()
-    parts = s.split("x")
-    if len(parts) not in (1, 2) or not all(p.strip().isdigit() for p in parts):
-        raise ConfigError("size", f"expected N or WxH with whole numbers, got {text!r}")
-    w = int(parts[0])
-    h = int(parts[-1])
-    return w, h
+# ---------------------------------------------------------------------------------------------
+# settings: partial, layered, checked field by field
 
 
-def _coerce(f: dataclasses.Field, value: Any) -> Any:
-    """Turn JSON/CSV-ish values into the field's type without silently rounding."""
-    name, default = f.name, (f.default if f.default is not dataclasses.MISSING
-                             else f.default_factory())  # type: ignore[misc]
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "false", "0", "no"):
-            return value.strip().lower() in ("true", "1", "yes")
-        raise ConfigError(name, f"expected true or false, got {value!r}")
-    if isinstance(default, int):
-        if isinstance(value, bool):
-            raise ConfigError(name, f"expected a whole number, got {value!r}")
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                raise ConfigError(name, f"expected a whole number, got {value!r}") from None
-        return value
-    if isinstance(default, float):
-        if isinstance(value, str):
-            try:
-                return float(value.strip())
-            except ValueError:
-                raise ConfigError(name, f"expected a number, got {value!r}") from None
-        if isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        return value
-    if isinstance(default, tuple):
-        if isinstance(value, str):
-            return tuple(p for p in (s.strip() for s in value.split(",")) if p) if value else ()
-        if isinstance(value, (list, tuple)):
-            return tuple(value)
-        raise ConfigError(name, f"expected a list, got {value!r}")
-    if isinstance(default, dict) and isinstance(value, str):
-        try:
-            value = json.loads(value) if value.strip() else {}
-        except json.JSONDecodeError:
-            raise ConfigError(name, f"expected a JSON object, got {value!r}") from None
-    return value
+FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in fields(RunConfig)}
 
 
-def check_text(name: str, text: str) -> None:
-    """Reject text that cannot be stored or tokenised safely (NUL, lone surrogates, absurd size)."""
-    if not isinstance(text, str):
-        raise ConfigError(name, f"expected text, got {type(text).__name__}")
-    if len(text) > MAX_PROMPT_CHARS:
-        raise ConfigError(name, f"is {len(text):,} characters; the maximum is {MAX_PROMPT_CHARS:,}")
-    if "\x00" in text:
-        raise ConfigError(name, "contains a NUL character")
+def unwrap(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The settings inside the versioned wrapper ``{"clipforge_config": 1, "config": {...}}``."""
+    if "clipforge_config" not in data:
+        return data
+    version = data["clipforge_config"]
+    if isinstance(version, bool) or not isinstance(version, int) or version > CONFIG_VERSION:
+        raise ConfigError("clipforge_config", f"unsupported config version {version!r} "
+                          f"(this clipforge reads versions up to {CONFIG_VERSION})")
+    inner = data.get("config")
+    if not isinstance(inner, Mapping):
+        raise ConfigError("config", f"expected an object of settings, got {inner!r:.60}")
+    return inner
+
+
+def merge(*layers: Mapping[str, Any] | RunConfig | None) -> dict[str, Any]:
+    """Layer partial settings, later ones winning, into one dict of checked field values.
+
+    Each layer is a RunConfig, a mapping of settings (JSON, a CSV row, flags, the studio's
+    values; the versioned wrapper is unwrapped) or None. A value of None means "not given".
+    ``size`` ("256" or "320x256") stands for width and height. Every given value is coerced
+    to its field's type and checked now; the cross-field rules (an empty prompt, too many
+    pixels) are checked when the RunConfig is built.
+
+    Raises:
+        ConfigError: an unknown setting or a bad value, naming the field.
+    """
+    out: dict[str, Any] = {}
+    for layer in layers:
+        if layer is None:
+            continue
+        if isinstance(layer, RunConfig):
+            layer = layer.to_dict()
+        if not isinstance(layer, Mapping):
+            raise ConfigError("config", f"expected an object of settings, got {layer!r:.60}")
+        for key, value in unwrap(layer).items():
+            if value is None:
+                continue
+            if key == "size":
+                out["width"], out["height"] = parse_size(value)
+                continue
+            f = FIELDS.get(key)
+            if f is None:
+                raise ConfigError(str(key), f"unknown setting; known settings: "
+                                  f"{', '.join(FIELDS)}")
+            value = coerce(f, value)
+            check_field(f, value)
+            out[key] = value
+    return out
+
+
+def load_settings(path: str | Path) -> dict[str, Any]:
+    """Partial settings from a ``.toml`` or ``.json`` file (the versioned wrapper allowed).
+
+    Raises:
+        ConfigError: (field ``config``) unreadable, unparsable or not an object of settings.
+    """
+    import tomllib
+
+    p = Path(path)
     try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ConfigError(name, "contains a lone surrogate (not valid Unicode text)") from None
-
-
-def _check_number(cfg: RunConfig, f: dataclasses.Field) -> None:
-    name, value, meta = f.name, getattr(cfg, f.name), f.metadata
-    is_int = isinstance(f.default, int) and not isinstance(f.default, bool)
-    if is_int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(name, f"expected a whole number, got {value!r}")
+        raw = p.read_bytes()
+    except OSError as e:
+        raise ConfigError("config", f"cannot read {str(p)!r}: {e.strerror}") from None
+    suffix = p.suffix.lower()
+    if suffix == ".json":
+        data = parse_json_object(raw, "config")
+    elif suffix == ".toml":
+        try:
+            data = tomllib.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError) as e:
+            raise ConfigError("config", f"{p.name!r} cannot be parsed: {e}") from None
     else:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(name, f"expected a number, got {value!r}")
-        if not math.isfinite(value):
-            raise ConfigError(name, f"must be finite, got {value!r}")
-    lo, hi = meta.get("min", meta.get("min_exclusive")), meta.get("max")
-    rng = (f"{'>' if 'min_exclusive' in meta else '>='} {lo}" if lo is not None else "") + \
-        (f" and <= {hi:g}" if hi is not None else "")
-    if ("min" in meta and value < meta["min"]) or \
-       ("min_exclusive" in meta and value <= meta["min_exclusive"]) or \
-       (hi is not None and value > hi):
-        raise ConfigError(name, f"{value!r} is out of range; allowed: {rng.strip()}")
+        raise ConfigError("config", f"{p.name!r}: expected a .toml or .json file of settings")
+    return merge(data)
 
 
 def validate(cfg: RunConfig) -> None:
-    """Check every field; raise ConfigError naming the first bad one."""
+    """Check every field, then the rules between fields; raise ConfigError naming the first."""
     for f in fields(cfg):
-        if "min" in f.metadata or "min_exclusive" in f.metadata or "max" in f.metadata:
-            _check_number(cfg, f)
-        if "choices" in f.metadata and getattr(cfg, f.name) not in f.metadata["choices"]:
-            raise ConfigError(f.name, f"{getattr(cfg, f.name)!r} is not one of "
-                              f"{', '.join(f.metadata['choices'])}")
-    if not isinstance(cfg.augment, bool):
-        raise ConfigError("augment", f"expected true or false, got {cfg.augment!r}")
-    check_text("prompt", cfg.prompt)
-    check_text("negative_prompt", cfg.negative_prompt)
-    for name in ("image_prompts", "clip"):
-        value = getattr(cfg, name)
-        if not isinstance(value, tuple) or not all(isinstance(v, str) and v for v in value):
-            raise ConfigError(name, f"expected a list of non-empty strings, got {value!r}")
-        for v in value:
-            check_text(name, v)
+        check_field(f, getattr(cfg, f.name))
     if not cfg.clip:
         raise ConfigError("clip", "at least one CLIP model is needed")
-    if cfg.init_image is not None and (not isinstance(cfg.init_image, str) or not cfg.init_image):
-        raise ConfigError("init_image", f"expected a file path, got {cfg.init_image!r}")
-    if not isinstance(cfg.generator, str) or not cfg.generator:
+    if not cfg.generator:
         raise ConfigError("generator", f"expected a generator name, got {cfg.generator!r}")
-    if not isinstance(cfg.generator_options, dict):
-        raise ConfigError("generator_options", f"expected a mapping, got {cfg.generator_options!r}")
     if cfg.width * cfg.height > MAX_PIXELS:
         raise ConfigError("size", f"{cfg.width}x{cfg.height} has more than {MAX_PIXELS:,} pixels")
-    if not isinstance(cfg.device, str) or not _valid_device(cfg.device):
+    if not _valid_device(cfg.device):
         raise ConfigError("device", f"{cfg.device!r} is not one of auto, cpu, cuda, cuda:N, mps")
     if not cfg.prompt.strip() and not cfg.image_prompts:
         raise ConfigError("prompt", "prompt is empty (give a text prompt or an image prompt)")
@@ -287,12 +268,13 @@ def _valid_device(d: str) -> bool:
 
 def field_help() -> dict[str, str]:
     """Help text of every field, for the CLI and UI."""
-    return {f.name: f.metadata.get("help", "") for f in fields(RunConfig)}
+    return {name: f.metadata.get("help", "") for name, f in FIELDS.items()}
 
 
 def field_defaults() -> dict[str, Any]:
     """Default of every field (RunConfig() itself needs a prompt)."""
-    return {
-        f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
-        for f in fields(RunConfig)
-    }
+    return {name: default_of(f) for name, f in FIELDS.items()}
+
+
+__all__ = ["RunConfig", "ConfigError", "merge", "load_settings", "parse_size", "check_text",
+           "field_help", "field_defaults", "FrozenDict", "CONFIG_VERSION", "MAX_PROMPT_CHARS"]

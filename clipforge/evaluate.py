@@ -20,15 +20,6 @@ from typing import Any, Sequence
 
 DEFAULT_JUDGE = "shapes-judge"
 
-# RunConfig fields per generator under which images guided by the bundled ``shapes`` CLIP were
-# judged right most often by ``shapes-judge`` (measured by tests/test_steering.py's setup; the
-# numbers are in docs/generators.md). Fourier's flat default spectrum leaves edge noise the
-# judge reads as a star; a steeper one with a slower lr and more TV transfers better.
-SHAPES_SETTINGS: dict[str, dict[str, Any]] = {
-    "pixel": {},
-    "fourier": {"generator_options": {"decay": 2.0}, "lr": 0.015, "tv_weight": 0.2},
-}
-
 
 class SameModelWarning(UserWarning):
     """The judge is also a guide: its scores overrate images optimised against it."""
@@ -62,7 +53,7 @@ def load_judge(judge: Any, device: str = "cpu") -> Any:
         device: where to load it.
     """
     if isinstance(judge, str):
-        from clipforge.guidance.embedders import load_embedder
+        from clipforge.guidance.clip_models import load_embedder
 
         return load_embedder(judge, device=device)
     return judge
@@ -139,7 +130,7 @@ def clip_score(images, prompts: str | Sequence[str], judge: Any = DEFAULT_JUDGE,
     check_judge(judge, guide)
     emb = load_judge(judge, device)
     with torch.no_grad():
-        from clipforge.training.contrastive import encode_images
+        from clipforge.guidance.embedders import encode_images
 
         img = encode_images(emb, images.to(_device_of(emb)))
         uniq = list(dict.fromkeys(prompts))
@@ -180,7 +171,7 @@ def r_precision(images, prompts: str | Sequence[str], judge: Any = DEFAULT_JUDGE
     check_judge(judge, guide)
     emb = load_judge(judge, device)
     with torch.no_grad():
-        from clipforge.training.contrastive import encode_images
+        from clipforge.guidance.embedders import encode_images
 
         img = encode_images(emb, images.to(_device_of(emb)))
         txt = emb.encode_text(cands)

@@ -17,8 +17,7 @@ import numpy as np
 MAX_IMAGE_PIXELS = 8192 * 8192
 
 
-class ImageReadError(ValueError):
-    """An image file cannot be used; the message says which file and why."""
+from clipforge.errors import ImageReadError
 
 
 def load_image(path: str | os.PathLike, *, field: str = "image"):
@@ -81,6 +80,23 @@ def _to_rgb_array(img) -> np.ndarray:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, rgba)
     return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def fit_image(image, height: int, width: int, like):
+    """Resize an image batch to (height, width) on ``like``'s device and dtype (antialiased).
+
+    Shape:
+        (3, H, W) or (B, 3, H, W) -> (B, 3, height, width).
+    """
+    import torch.nn.functional as F
+
+    image = image.to(like.device, like.dtype)
+    if image.dim() == 3:
+        image = image.unsqueeze(0)
+    if image.shape[-2:] != (height, width):
+        image = F.interpolate(image, size=(height, width), mode="bilinear", align_corners=False,
+                              antialias=True)
+    return image
 
 
 def to_pil(image):

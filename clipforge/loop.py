@@ -11,18 +11,15 @@ step unless a consumer asks for a value.
 from __future__ import annotations
 
 import contextlib
-import gc
 import math
-import secrets
-import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Iterator
 
 import torch
 from torch import Tensor
 
-from clipforge.config import ConfigError, RunConfig
+from clipforge.errors import ConfigError, NonFiniteLossError, RunOutOfMemoryError
 
 # |parameter| above this is treated as divergence: every generator's parameters live in logit,
 # spectrum or latent units where values this large only arise from a runaway learning rate
@@ -49,35 +46,37 @@ class Step:
     losses: dict[str, Tensor] = field(default_factory=dict)
 
 
-class NonFiniteLossError(RuntimeError):
-    """The optimization diverged; ``step`` is the first step where it was seen."""
-
-    def __init__(self, step: int, lr: float):
-        super().__init__(f"optimization diverged at step {step}: the loss became non-finite or "
-                         f"the parameters exploded (|p| > {PARAM_LIMIT:g}); lower the learning "
-                         f"rate (lr={lr:g})")
-        self.step = step
+def diverged(step: int, lr: float) -> NonFiniteLossError:
+    """The error for a run whose loss or parameters blew up first at ``step``."""
+    return NonFiniteLossError(step, f"optimization diverged at step {step}: the loss became "
+                              f"non-finite or the parameters exploded (|p| > {PARAM_LIMIT:g}); "
+                              f"lower the learning rate (lr={lr:g})")
 
 
-class RunOutOfMemoryError(RuntimeError):
-    """The device ran out of memory; the message says what to reduce."""
+def lr_factor(k: int, steps: int, warmup: int = 0, schedule: str = "cosine") -> float:
+    """Learning-rate multiplier after ``k`` steps: linear warm-up, then the schedule's decay.
 
+    The one schedule of the project: the loop (``schedule`` of a RunConfig) and CLIP training
+    (warm-up then cosine, as open_clip trains) both use it.
 
-def _lr_lambda(steps: int, warmup: int, schedule: str) -> Callable[[int], float]:
-    def f(k: int) -> float:  # k = number of scheduler.step() calls so far
-        if warmup and k < warmup:
-            return (k + 1) / warmup
-        span = max(1, steps - warmup)
-        p = min(1.0, (k - warmup) / span)
-        if schedule == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * p))
-        if schedule == "linear":
-            return 1.0 - p
-        return 1.0
-    return f
+    Args:
+        k: steps taken so far (0-based index of the step about to run).
+        steps: total steps.
+        warmup: warm-up steps (the multiplier grows linearly to 1 over them).
+        schedule: ``constant``, ``cosine`` (to 0) or ``linear`` (to 0) after the warm-up.
+    """
+    if warmup and k < warmup:
+        return (k + 1) / warmup
+    p = min(1.0, (k - warmup) / max(1, steps - warmup))
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * p))
+    if schedule == "linear":
+        return 1.0 - p
+    return 1.0
 
 
 def make_optimizer(params, *, lr: float, optimizer: str = "adam", weight_decay: float = 0.0):
+    """Adam or AdamW over ``params``."""
     params = list(params)
     if optimizer == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
@@ -119,7 +118,8 @@ def optimize(generator, guide, steps: int, *, lr: float = 0.05, optimizer: str =
     if autocast is None:
         autocast = device.type == "cuda"
     opt = opt or make_optimizer(params, lr=lr, optimizer=optimizer, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(steps, warmup_steps, schedule))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: lr_factor(k, steps, warmup_steps, schedule))
     with warnings.catch_warnings():  # fast-forwarding a resumed schedule, not a misordering
         warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
         for _ in range(start):
@@ -144,7 +144,7 @@ def optimize(generator, guide, steps: int, *, lr: float = 0.05, optimizer: str =
             if i % check_every == 0 or i == steps:
                 k = int(first_bad)
                 if k >= 0:
-                    raise NonFiniteLossError(k, lr)
+                    raise diverged(k, lr)
             yield Step(i, steps, image.detach(), total.detach(),
                        {k: v.detach() for k, v in parts.items()})
     finally:
@@ -152,159 +152,22 @@ def optimize(generator, guide, steps: int, *, lr: float = 0.05, optimizer: str =
 
 
 def sample_steps(sampler, guide, steps: int, generator: torch.Generator) -> Iterator[Step]:
-    """Drive a GuidedSampler: one :class:`Step` per estimate that ``sampler.sample`` yields.
+    """Drive a :class:`~clipforge.protocols.GuidedSampler`: one :class:`Step` per
+    :class:`~clipforge.protocols.Estimate` that ``sampler.sample`` yields.
 
-    The sampler reports each estimate's step number and loss in ``last_index``, ``last_loss``
-    and ``last_losses``. Its arguments are checked at this call; closing the returned iterator
-    closes the sampler's, which frees the run's tensors.
+    The sampler's arguments are checked at this call; closing the returned iterator closes the
+    sampler's, which frees the run's tensors.
     """
     it = sampler.sample(guide, steps, generator)
 
     def drive() -> Iterator[Step]:
         try:
-            for image in it:
-                yield Step(sampler.last_index, steps, image.detach(), sampler.last_loss,
-                           dict(sampler.last_losses))
+            for est in it:
+                yield Step(est.index, steps, est.image.detach(), est.loss, dict(est.parts))
         finally:
             it.close()
     return drive()
 
 
-# ---------------------------------------------------------------------------------------------
-# from a RunConfig
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; an explicit CUDA request without CUDA fails."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError("device", f"{name!r} was requested but CUDA is not available on "
-                              "this machine; use --device cpu or auto")
-        index = torch.device(name).index or 0
-        if index >= torch.cuda.device_count():
-            raise ConfigError("device", f"{name!r}: only {torch.cuda.device_count()} CUDA "
-                              "device(s) present")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("device", "'mps' was requested but is not available")
-    return torch.device(name)
-
-
-def resolve_seed(cfg: RunConfig) -> RunConfig:
-    """Replace seed -1 by a concrete random seed (reported and saved by the callers)."""
-    return cfg.replace(seed=secrets.randbelow(2**63)) if cfg.seed == -1 else cfg
-
-
-class Run:
-    """A RunConfig made ready: models loaded, generator and guide built; iterate for Steps.
-
-    Everything that can be wrong with the inputs (size, options, model names, image files) is
-    checked here, before the first step. ``config`` holds the concrete seed.
-
-    Args:
-        cfg: the settings.
-        cache: a :class:`~clipforge.guidance.embedders.ModelCache` shared across runs.
-        device: overrides ``cfg.device`` (a resolved torch.device).
-    """
-
-    def __init__(self, cfg: RunConfig, *, cache=None, device: torch.device | None = None):
-        from clipforge import registry
-        from clipforge.guidance.augment import Cutouts
-        from clipforge.guidance.embedders import load_ensemble
-        from clipforge.guidance.guide import Guide
-        from clipforge.guidance.prompts import prompts_from_config
-        from clipforge.images import load_image
-
-        self.config = cfg = resolve_seed(cfg)
-        self.device = device or resolve_device(cfg.device)
-        registry.check_size(cfg.generator, cfg.width, cfg.height)
-        registry.check_options(cfg.generator, cfg.generator_options)
-        if cfg.init_image and not hasattr(registry.generator_class(cfg.generator), "init_from"):
-            raise ConfigError("init_image", f"generator {cfg.generator!r} cannot start from "
-                              "an image")
-        prompts = prompts_from_config(cfg)
-        init = load_image(cfg.init_image, field="init_image") if cfg.init_image else None
-        ensemble = load_ensemble(cfg.clip, self.device, cache)
-        seed = cfg.seed
-        init_gen = torch.Generator().manual_seed(seed)
-        self.generator = registry.build_generator(
-            cfg.generator, cfg.width, cfg.height, options=cfg.generator_options,
-            generator=init_gen, device=self.device)
-        init_target = None
-        if init is not None:
-            self.generator.init_from(init.to(self.device))
-            from clipforge.generators.pixel import _fit
-            init_target = _fit(init, cfg.height, cfg.width, self.generator.render())
-        cutouts = Cutouts(ensemble.image_size, cfg.cutn, cfg.cut_pow, augment=cfg.augment)
-        self.guide = Guide(ensemble, prompts, cutouts, tv_weight=cfg.tv_weight,
-                           range_weight=cfg.range_weight, init_image=init_target,
-                           init_weight=cfg.init_weight,
-                           generator=torch.Generator().manual_seed((seed + 1) % 2**63))
-        # a GuidedSampler (diffusion) is sampled, not optimized: it gets no optimizer
-        self.opt = None if hasattr(self.generator, "sample") else make_optimizer(
-            self.generator.parameters(), lr=cfg.lr, optimizer=cfg.optimizer)
-        self.done = 0  # optimizer steps taken so far (a resumed run starts above 0)
-        self.step: Step | None = None
-
-    def __iter__(self) -> Iterator[Step]:
-        cfg = self.config
-        if hasattr(self.generator, "sample"):  # a GuidedSampler (diffusion)
-            steps = sample_steps(self.generator, self.guide, cfg.steps,
-                                 torch.Generator().manual_seed(cfg.seed))
-        else:
-            steps = optimize(self.generator, self.guide, cfg.steps, lr=cfg.lr,
-                             warmup_steps=cfg.warmup_steps, schedule=cfg.schedule,
-                             opt=self.opt, start=self.done)
-        try:
-            for step in steps:
-                self.done = step.i
-                self.step = step
-                yield step
-        except torch.OutOfMemoryError:
-            i = (self.step.i + 1) if self.step else 1
-            self.release()
-            raise RunOutOfMemoryError(
-                f"out of memory at step {i} ({cfg.width}x{cfg.height}, {cfg.cutn} cutouts, "
-                f"{len(cfg.clip)} CLIP model(s)); try a smaller --size or fewer --cutn") from None
-
-    @torch.no_grad()
-    def image(self) -> Tensor:
-        """The generator's current image, (B, 3, H, W) in [0, 1]."""
-        return self.generator.render().detach().clamp(0, 1)
-
-    def release(self) -> None:
-        """Drop the generator and guide and return cached device memory."""
-        self.generator = None
-        self.guide = None
-        self.opt = None
-        if self.device.type == "cuda":  # a full collection costs ~0.5 s: only where it pays
-            gc.collect()
-            torch.cuda.empty_cache()
-
-
-def generate(cfg: RunConfig, *, cache=None) -> Iterator[Step]:
-    """Steps of the run described by ``cfg`` (seed -1 draws a seed; use :class:`Run` to read it)."""
-    yield from Run(cfg, cache=cache)
-
-
-@dataclass(frozen=True)
-class Result:
-    """What :func:`run` returns: the final image, the concrete settings and timing."""
-
-    image: Tensor
-    config: RunConfig
-    steps: int
-    seconds: float
-    last: Step | None
-
-
-def run(cfg: RunConfig, callbacks: Iterable[Callable[[Step], Any]] = (), *, cache=None) -> Result:
-    """Run to the end, calling each callback with every Step; returns the final image."""
-    t0 = time.perf_counter()
-    r = Run(cfg, cache=cache)
-    callbacks = list(callbacks)
-    for step in r:
-        for cb in callbacks:
-            cb(step)
-    return Result(r.image(), r.config, r.step.i if r.step else 0, time.perf_counter() - t0, r.step)
+__all__ = ["Step", "optimize", "sample_steps", "make_optimizer", "lr_factor", "PARAM_LIMIT",
+           "NonFiniteLossError", "RunOutOfMemoryError"]

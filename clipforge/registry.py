@@ -1,10 +1,12 @@
 """Generator registry: name -> "module:Class", imported only when a generator is used.
 
-A generator is any ``nn.Module`` whose constructor is ``(width, height, *, batch, generator,
-device, **options)`` and which has ``render() -> (B, 3, H, W)`` in [0, 1]; an optional
-``size_multiple`` class attribute says which sizes it can make, and ``init_from(image)`` is the
-optional init-image ability. Diffusion samplers instead have
-``sample(guide, steps, generator) -> Iterator[Tensor]``.
+A registered generator is an ``nn.Module`` whose constructor is ``(width, height, *, batch,
+generator, device, **options)`` and which is a :class:`~clipforge.protocols.Generator`
+(``render() -> (B, 3, H, W)`` in [0, 1]) or a :class:`~clipforge.protocols.GuidedSampler`; an
+optional ``size_multiple`` class attribute says which sizes it can make, and
+:class:`~clipforge.protocols.InitFromImage` is the optional init-image ability.
+:func:`check_generator` is the one place that checks a generator's size and options;
+:func:`build_generator` calls it before constructing.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Any
 
-from clipforge.config import ConfigError
+from clipforge.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,22 @@ def generator_options(name: str) -> dict[str, Any]:
             if p.name not in _COMMON and p.kind is not inspect.Parameter.VAR_KEYWORD}
 
 
+def check_generator(name: str, width: int, height: int, options: dict[str, Any] | None = None,
+                    *, init_image: bool = False) -> None:
+    """Check everything about a generator that can be checked before any model loads.
+
+    Raises:
+        ConfigError: unknown generator, a size it cannot make (naming the nearest allowed),
+            an unknown option, or an init image it cannot start from.
+    """
+    from clipforge.protocols import InitFromImage
+
+    check_size(name, width, height)
+    check_options(name, dict(options or {}))
+    if init_image and not issubclass(generator_class(name), InitFromImage):
+        raise ConfigError("init_image", f"generator {name!r} cannot start from an image")
+
+
 def check_size(name: str, width: int, height: int) -> None:
     """Raise ConfigError naming the nearest allowed size if the generator cannot make this one."""
     m = getattr(generator_class(name), "size_multiple", 1)
@@ -87,8 +105,7 @@ def build_generator(name: str, width: int, height: int, *, options: dict[str, An
                     batch: int = 1, generator=None, device="cpu"):
     """Construct a registered generator after checking its size and options."""
     options = dict(options or {})
-    check_size(name, width, height)
-    check_options(name, options)
+    check_generator(name, width, height, options)
     cls = generator_class(name)
     try:
         return cls(width, height, batch=batch, generator=generator, device=device, **options)

@@ -12,9 +12,7 @@ import os
 import struct
 from pathlib import Path
 
-
-class WeightsError(ValueError):
-    """A weights file is missing, corrupt, unsafe or in an unknown format."""
+from clipforge.errors import WeightsError
 
 
 def sniff_format(path: str | os.PathLike) -> str:

@@ -6,7 +6,7 @@ import torch
 
 from clipforge.generators.pixel import PixelGenerator
 from clipforge.guidance.augment import Cutouts
-from clipforge.guidance.embedders import load_embedder
+from clipforge.guidance.clip_models import load_embedder
 from clipforge.guidance.guide import Guide
 from clipforge.guidance.prompts import Prompt
 from clipforge.images import to_pil

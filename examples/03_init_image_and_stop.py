@@ -5,7 +5,7 @@ import argparse
 import torch
 
 from clipforge import RunConfig
-from clipforge.loop import Run
+from clipforge.runner import Run
 from clipforge.outputs import save_png
 
 parser = argparse.ArgumentParser(description=__doc__)

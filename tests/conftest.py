@@ -40,7 +40,7 @@ def tiny_clip_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_embedder(tiny_clip_dir):
-    from clipforge.guidance.embedders import load_embedder
+    from clipforge.guidance.clip_models import load_embedder
 
     return load_embedder(str(tiny_clip_dir))
 

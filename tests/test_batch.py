@@ -30,7 +30,7 @@ TINY = ["--size", "16", "--steps", "2", "--cutn", "2", "--quiet"]
 def _models_loaded_once_per_module(monkeypatch):
     """In-process batches share one ModelCache, as one long-lived worker would: loading the
     tiny CLIP costs more than rendering a 16 px item."""
-    import clipforge.guidance.embedders as E
+    import clipforge.guidance.clip_models as E
 
     global _SHARED
     if _SHARED is None:
@@ -249,7 +249,7 @@ def test_config_file_then_flags_then_rows(tmp_path):
 
 
 def test_batch_renders_resumes_and_loads_models_once(tmp_path, tiny_clip_dir, monkeypatch):
-    import clipforge.guidance.embedders as E
+    import clipforge.guidance.clip_models as E
 
     monkeypatch.setattr(E, "ModelCache", type(_SHARED))  # a fresh cache per batch here
     loads = []

@@ -89,7 +89,8 @@ def test_reference_colour_jitter_hue_matches_torchvision(bench):
 
 
 def test_lean_vit_forward_matches_open_clip(tiny_embedder):
-    from clipforge.guidance.embedders import _is_plain_vit, _vit_features
+    from clipforge.guidance.lean_vit import is_plain_vit as _is_plain_vit
+    from clipforge.guidance.lean_vit import vit_features as _vit_features
 
     assert tiny_embedder._lean_vit and _is_plain_vit(tiny_embedder.model)
     size = tiny_embedder.image_size
@@ -109,7 +110,7 @@ def test_lean_vit_forward_matches_open_clip(tiny_embedder):
 
 
 def test_lean_vit_is_not_used_for_other_models():
-    from clipforge.guidance.embedders import _is_plain_vit
+    from clipforge.guidance.lean_vit import is_plain_vit as _is_plain_vit
 
     class NotOpenClip(torch.nn.Module):
         def encode_image(self, x):

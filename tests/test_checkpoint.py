@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from clipforge.checkpoint import load_checkpoint, restore, save_checkpoint
 from clipforge.cli import app
 from clipforge.config import ConfigError, RunConfig
-from clipforge.guidance.embedders import ModelCache
-from clipforge.loop import Run as _Run
+from clipforge.guidance.clip_models import ModelCache
+from clipforge.runner import Run as _Run
 
 @pytest.fixture(autouse=True)
 def _one_thread():

@@ -100,7 +100,7 @@ def test_bad_seed_rejected(seed):  # row 8
 
 
 def test_random_seed_is_resolved_and_reported():
-    from clipforge.loop import resolve_seed
+    from clipforge.runner import resolve_seed
 
     c = resolve_seed(cfg(seed=-1))
     assert 0 <= c.seed < 2**63

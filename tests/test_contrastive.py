@@ -205,7 +205,8 @@ def test_zero_shot_and_linear_probe():
 
 def test_bundled_models_reach_reported_accuracy():
     """The bundled guide and judge load through the project's loader and score as recorded."""
-    from clipforge.guidance.embedders import ASSETS, load_embedder
+    from clipforge.guidance.clip_models import load_embedder
+    from clipforge.pretrained import ASSETS
     from clipforge.training.contrastive import shapes_zero_shot
 
     # measured on the bundled models (1024 val images): colour 100% / 99.9%, shape 99.5% / 99.8%

@@ -128,7 +128,7 @@ def make_guide(embedder, text="a red circle", cutn=2, seed=1, **kw) -> Guide:
 
 
 def sample_all(sampler, guide, steps, seed=0):
-    return list(sampler.sample(guide, steps, torch.Generator().manual_seed(seed)))
+    return [e.image for e in sampler.sample(guide, steps, torch.Generator().manual_seed(seed))]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,12 +140,13 @@ def test_pixel_sampler_streams_images_and_losses(ddpm_dir, tiny_embedder, schedu
     s = DiffusionSampler(16, 12, batch=2, model=str(ddpm_dir), scheduler=scheduler)
     guide = make_guide(tiny_embedder)
     seen = []
-    for image in s.sample(guide, 4, torch.Generator().manual_seed(0)):
+    for est in s.sample(guide, 4, torch.Generator().manual_seed(0)):
+        image = est.image
         assert image.shape == (2, 3, 12, 16) and image.dtype == torch.float32
         assert 0 <= float(image.min()) and float(image.max()) <= 1
-        assert s.last_loss.dim() == 0 and not s.last_loss.requires_grad
-        assert set(s.last_losses) == {"a red circle", "blurry"}
-        seen.append(s.last_index)
+        assert est.loss.dim() == 0 and not est.loss.requires_grad
+        assert set(est.parts) == {"a red circle", "blurry"}
+        seen.append(est.index)
     assert seen == [1, 2, 3, 4]
     assert torch.equal(s.render(), image)  # render() is the final sample
 
@@ -205,20 +206,31 @@ def test_init_image_and_skip_steps(ddpm_dir, tiny_embedder):
     init[:, 0] = 1.0  # pure red
     s = DiffusionSampler(16, 16, model=str(ddpm_dir), guidance_scale=0.0, skip_steps=9)
     s.init_from(init)
-    images = list(s.sample(make_guide(tiny_embedder), 10, torch.Generator().manual_seed(0)))
-    assert len(images) == 1 and s.last_index == 10  # only the last step is sampled
-    assert (images[-1] - init).abs().mean() < 0.2  # little noise added: the init survives
+    ests = list(s.sample(make_guide(tiny_embedder), 10, torch.Generator().manual_seed(0)))
+    assert len(ests) == 1 and ests[-1].index == 10  # only the last step is sampled
+    assert (ests[-1].image - init).abs().mean() < 0.2  # little noise added: the init survives
     s2 = DiffusionSampler(16, 16, model=str(ddpm_dir))
     s2.init_from(init)
     assert len(list(s2.sample(make_guide(tiny_embedder), 6))) == 3  # default: half skipped
 
 
-def test_cutout_schedule_is_applied_and_restored(ddpm_dir, tiny_embedder):
+def test_cutout_schedule_is_applied_and_the_guide_never_changed(ddpm_dir, tiny_embedder,
+                                                                monkeypatch):
     guide = make_guide(tiny_embedder, cutn=3)
     s = DiffusionSampler(16, 16, model=str(ddpm_dir), cutn_schedule=[4, 2, 1])
-    counts = [guide.cutouts.cutn for _ in s.sample(guide, 6, torch.Generator().manual_seed(0))]
-    assert counts == [4, 4, 2, 2, 1, 1]
-    assert guide.cutouts.cutn == 3  # restored when the run ends
+    made = []
+    real = guide.cutouts.__call__
+
+    def count(image, generator=None, n=None):
+        out = real(image, generator, n)
+        made.append(out.shape[0])
+        assert guide.cutouts.cutn == 3  # the sampler never mutates the guide it is handed
+        return out
+
+    monkeypatch.setattr(type(guide.cutouts), "__call__", lambda self, *a, **k: count(*a, **k))
+    n = len(list(s.sample(guide, 6, torch.Generator().manual_seed(0))))
+    assert n == 6 and made == [4, 4, 2, 2, 1, 1]
+    assert guide.cutouts.cutn == 3
 
 
 def test_closing_early_frees_the_run(ddpm_dir, tiny_embedder, monkeypatch):
@@ -378,7 +390,7 @@ def test_missing_model_and_components_are_named(tmp_path, ddpm_dir, sd_dir):
 
 def test_run_drives_the_sampler_like_an_optimizer(ddpm_dir, tiny_clip_dir):
     from clipforge import registry
-    from clipforge.loop import Run, run
+    from clipforge.runner import Run, run
 
     assert "diffusion" in registry.GENERATORS
     assert registry.generator_options("diffusion")["scheduler"] == "ddim"
@@ -418,7 +430,7 @@ def test_bundled_prior_loads_and_samples(tiny_embedder):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_bf16_on_gpu_with_fp32_guidance(sd_dir, tiny_clip_dir):
-    from clipforge.guidance.embedders import load_embedder
+    from clipforge.guidance.clip_models import load_embedder
 
     emb = load_embedder(str(tiny_clip_dir), "cuda")
     s = DiffusionSampler(16, 16, model=str(sd_dir), device="cuda")
@@ -456,7 +468,7 @@ def colour_fraction(image: torch.Tensor, colour: str) -> float:
 
 def guided_samples(guidance_scale: float, seeds=range(4), steps: int = 25, cutn: int = 16):
     """One 32 px sample per (seed, prompt) from the bundled prior, guided by `shapes`."""
-    from clipforge.guidance.embedders import load_embedder
+    from clipforge.guidance.clip_models import load_embedder
 
     guide_clip = load_embedder("shapes")
     sampler = DiffusionSampler(32, 32, guidance_scale=guidance_scale)
@@ -471,7 +483,7 @@ def guided_samples(guidance_scale: float, seeds=range(4), steps: int = 25, cutn:
 
 def judged_correct(samples) -> dict:
     """(seed, prompt) -> the judge picks the prompt AND the prompt's colour is visible."""
-    from clipforge.guidance.embedders import load_embedder
+    from clipforge.guidance.clip_models import load_embedder
 
     judge = load_embedder("shapes-judge")
     texts = judge.encode_text(list(PROMPTS))

@@ -8,8 +8,8 @@ import shutil
 import pytest
 import torch
 
-from clipforge.guidance.embedders import ClipEmbedder, ModelCache, ModelLoadError, load_embedder, \
-    load_ensemble
+from clipforge.guidance.clip_models import ModelCache, ModelLoadError, load_embedder, load_ensemble
+from clipforge.guidance.embedders import ClipEmbedder
 from conftest import TINY_CFG
 
 

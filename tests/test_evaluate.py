@@ -11,7 +11,7 @@ from clipforge.training.shapes import COLOUR_NAMES, SHAPES, ShapesDataset, capti
 
 @pytest.fixture(scope="module")
 def judge():
-    from clipforge.guidance.embedders import load_embedder
+    from clipforge.guidance.clip_models import load_embedder
 
     return load_embedder("shapes-judge")
 

@@ -269,7 +269,7 @@ def test_red_and_blue_prompts_steer_colours(name, vid, options, lr, bad, tiny_mo
         pytest.skip(f"the bundled shapes CLIP is absent ({SHAPES_DIR}); it is trained by "
                     "scripts/make_bundled_models.py")
     from clipforge.guidance.augment import Cutouts
-    from clipforge.guidance.embedders import load_embedder
+    from clipforge.guidance.clip_models import load_embedder
     from clipforge.guidance.guide import Guide
     from clipforge.guidance.prompts import Prompt
     from clipforge.loop import optimize
@@ -817,7 +817,7 @@ def test_run_refuses_an_init_image_for_biggan(tiny_models, tiny_clip_dir, tmp_pa
     from PIL import Image
 
     from clipforge.config import RunConfig
-    from clipforge.loop import Run
+    from clipforge.runner import Run
 
     Image.new("RGB", (40, 40), (200, 10, 10)).save(tmp_path / "init.png")
     cfg = RunConfig(prompt="a red circle", generator="biggan", width=SIZE, height=SIZE,

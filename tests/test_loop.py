@@ -7,7 +7,9 @@ from clipforge.config import ConfigError, RunConfig
 from clipforge.guidance.augment import Cutouts
 from clipforge.guidance.guide import Guide
 from clipforge.guidance.prompts import parse_prompt
-from clipforge.loop import NonFiniteLossError, Run, RunOutOfMemoryError, Step, optimize, run
+from clipforge.errors import NonFiniteLossError, RunOutOfMemoryError
+from clipforge.loop import Step, optimize
+from clipforge.runner import Run, run
 from clipforge.registry import build_generator
 
 
@@ -102,7 +104,7 @@ def test_out_of_memory_fails_that_job_and_the_next_works(tiny_clip_dir, monkeypa
         return real(image, t)
 
     r.guide.loss = boom
-    with pytest.raises(RunOutOfMemoryError, match=r"step 3.*smaller --size or fewer --cutn"):
+    with pytest.raises(RunOutOfMemoryError, match=r"step 3.*smaller size, fewer cutouts"):
         list(r)
     assert r.generator is None  # released
     assert run(cfg(tiny_clip_dir, steps=3)).steps == 3

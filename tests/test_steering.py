@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from clipforge import RunConfig
-from clipforge.evaluate import SHAPES_SETTINGS
-from clipforge.guidance.embedders import ModelCache
-from clipforge.loop import run
+from clipforge.pretrained import BUNDLED, recommended
+from clipforge.guidance.clip_models import ModelCache
+from clipforge.runner import run
 
 COLOURS = ["red", "green", "blue", "yellow"]
 SHAPES = ["circle", "square", "triangle", "star"]
@@ -42,13 +42,13 @@ def test_colour_shares_closed_form():
     assert colour_shares(img).tolist() == [0.5, 0.0, 0.0, 0.25]
 
 
-# Each generator runs with clipforge.evaluate.SHAPES_SETTINGS, measured with this setup over
+# Each generator runs with clipforge.pretrained.recommended, measured with this setup over
 # seeds 0-15 (docs/generators.md). Fourier's settings reach 3 of 4 on three of the four sets of
 # 4 seeds, not all, so this test is not a formality for it.
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("generator", list(SHAPES_SETTINGS))
+@pytest.mark.parametrize("generator", list(BUNDLED["shapes"].settings))
 def test_guided_images_convince_the_judge_and_the_colour_check(generator):
     cache = ModelCache()
     judge = cache.get("shapes-judge")
@@ -57,7 +57,7 @@ def test_guided_images_convince_the_judge_and_the_colour_check(generator):
     agreed, shares = 0, []
     for seed, prompt in enumerate(PROMPTS):
         cfg = RunConfig(prompt=prompt, clip=("shapes",), generator=generator, width=128,
-                        height=128, steps=150, cutn=32, seed=seed, **SHAPES_SETTINGS[generator])
+                        height=128, steps=150, cutn=32, seed=seed, **recommended(["shapes"], generator))
         image = run(cfg, cache=cache).image
         with torch.no_grad():
             seen = captions[int((judge.encode_image(image) @ text.T).argmax())]

@@ -372,7 +372,7 @@ def test_out_of_memory_releases_the_run(studio, monkeypatch):
     import gc
     import weakref
 
-    from clipforge.loop import RunOutOfMemoryError
+    from clipforge.errors import RunOutOfMemoryError
     from clipforge.ui.studio import LiveRun
 
     _out_of_memory_at_call(monkeypatch, 2)
@@ -388,7 +388,7 @@ def test_out_of_memory_releases_the_run(studio, monkeypatch):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_out_of_memory_returns_device_memory_on_cuda(tiny_clip_dir, tmp_path, monkeypatch):
-    from clipforge.loop import RunOutOfMemoryError
+    from clipforge.errors import RunOutOfMemoryError
     from clipforge.ui.studio import LiveRun, Studio
 
     studio = Studio(default_clip=str(tiny_clip_dir), device="cuda", output_dir=tmp_path)

@@ -36,7 +36,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def studio_url(tiny_clip_dir, tmp_path_factory):
     pytest.importorskip("gradio")
-    from clipforge.guidance.embedders import ASSETS
+    from clipforge.pretrained import ASSETS
     from clipforge.ui.app import launch
 
     # the bundled model when it is installed (for the docs screenshot), else the tiny test CLIP

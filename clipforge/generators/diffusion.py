@@ -31,6 +31,8 @@ import torch
 from torch import Tensor, nn
 
 from clipforge.config import MAX_CUTN, ConfigError
+from clipforge.images import fit_image
+from clipforge.protocols import Estimate
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 BUNDLED = {"shapes-ddpm": ASSETS / "shapes-ddpm"}
@@ -122,7 +124,6 @@ class DiffusionSampler(nn.Module):
             self._device, torch.float32)
         self._init: Tensor | None = None
         self._image = torch.full((batch, 3, height, width), 0.5, device=self._device)
-        self.last_index, self.last_loss, self.last_losses = 0, None, {}
 
     # ---- the Generator side: the current image and the init-image ability ----
     def render(self) -> Tensor:
@@ -132,20 +133,17 @@ class DiffusionSampler(nn.Module):
     @torch.no_grad()
     def init_from(self, image: Tensor) -> None:
         """Start from ``image`` (1 or B, 3, H, W) in [0, 1]; it is noised to ``skip_steps``."""
-        from clipforge.generators.pixel import _fit
-
-        self._init = _fit(image, self.height, self.width, self._image).expand_as(self._image)
+        self._init = fit_image(image, self.height, self.width, self._image).expand_as(self._image)
         self._image = self._init.clone()
 
     # ---- sampling ----
     def sample(self, guide, steps: int,
-               generator: torch.Generator | None = None) -> Iterator[Tensor]:
-        """Run the guided sampler; yields the current estimate of the image at every step.
+               generator: torch.Generator | None = None) -> Iterator[Estimate]:
+        """Run the guided sampler; yields an :class:`~clipforge.protocols.Estimate` per step.
 
-        Arguments are checked here, before any work; the iterator then does the work. After a
-        yield, ``last_index`` (1-based step), ``last_loss`` and ``last_losses`` (detached
-        tensors) describe it. The last yield is the final sample. Closing the iterator frees
-        the run's tensors.
+        Arguments are checked here, before any work; the iterator then does the work. The
+        guide is never changed. The last Estimate holds the final sample. Closing the iterator
+        frees the run's tensors.
 
         Args:
             guide: a :class:`~clipforge.guidance.guide.Guide` (its prompts also give a latent
@@ -155,7 +153,7 @@ class DiffusionSampler(nn.Module):
                 noise is drawn there and moved, so a seed gives the same noise on any device).
 
         Shape:
-            yields (B, 3, H, W) float32 in [0, 1].
+            each Estimate's image: (B, 3, H, W) float32 in [0, 1].
         """
         if isinstance(steps, bool) or not isinstance(steps, int) or \
                 not 1 <= steps <= self.num_train_timesteps:
@@ -170,13 +168,12 @@ class DiffusionSampler(nn.Module):
         cond = self._text_conditioning(guide) if self.latent else None
         return self._run(guide, steps, skip, cond, generator or torch.Generator().manual_seed(0))
 
-    def _run(self, guide, steps, skip, cond, gen) -> Iterator[Tensor]:
+    def _run(self, guide, steps, skip, cond, gen) -> Iterator[Estimate]:
         sched = _make_scheduler(self.scheduler_name, self.scheduler_config)
         sched.set_timesteps(steps, device=self._device)
         timesteps = sched.timesteps[skip:]
         if hasattr(sched, "set_begin_index"):
             sched.set_begin_index(skip)
-        cutouts, cutn0 = guide.cutouts, guide.cutouts.cutn
         c = self.unet.config.in_channels
         shape = (self.batch, c, self.height // self.factor, self.width // self.factor)
         noise = torch.randn(shape, generator=gen, device=gen.device).to(self._device)
@@ -187,10 +184,9 @@ class DiffusionSampler(nn.Module):
             for k, t in enumerate(timesteps):
                 i = skip + k + 1
                 progress = (i - 1) / max(1, steps - 1)
-                if self.cutn_schedule:
-                    cutouts.cutn = self.cutn_schedule[min(len(self.cutn_schedule) - 1,
-                                                          int(progress * len(self.cutn_schedule)))]
-                eps, image, loss, parts = self._guided_eps(x, t, cond, guide, progress)
+                cutn = None if not self.cutn_schedule else self.cutn_schedule[
+                    min(len(self.cutn_schedule) - 1, int(progress * len(self.cutn_schedule)))]
+                eps, image, loss, parts = self._guided_eps(x, t, cond, guide, progress, cutn)
                 ddim = {"eta": self.eta, "use_clipped_model_output": True} \
                     if self.scheduler_name == "ddim" else {}  # eps re-derived from bounded x0
                 x = sched.step(eps, t, x, **ddim, generator=gen).prev_sample
@@ -198,16 +194,15 @@ class DiffusionSampler(nn.Module):
                     with torch.no_grad():
                         image = self._decode(x, final=True).clamp(0, 1)
                 self._image = image
-                self.last_index, self.last_loss, self.last_losses = i, loss, parts
-                yield image
+                yield Estimate(i, image, loss, parts)
         finally:
-            cutouts.cutn = cutn0
             del x, noise, sched
             gc.collect()
             if self._device.type == "cuda":
                 torch.cuda.empty_cache()
 
-    def _guided_eps(self, x: Tensor, t: Tensor, cond, guide, progress: float):
+    def _guided_eps(self, x: Tensor, t: Tensor, cond, guide, progress: float,
+                    cutn: int | None = None):
         """Noise prediction at ``x_t`` with the CLIP guidance folded in, and the scored image.
 
         Shape:
@@ -219,7 +214,7 @@ class DiffusionSampler(nn.Module):
             eps = self._eps(x_in, t, cond)
             x0 = (x_in - (1 - a).sqrt() * (eps if self.backprop_model else eps.detach())) / a.sqrt()
             image = self._decode(x0)
-            total, parts = guide.loss(image, progress)
+            total, parts = guide.loss(image, progress, cutn=cutn)
             if self.sat_scale:
                 parts["sat"] = self.sat_scale * (image - image.clamp(0, 1)).abs().mean()
                 total = total + parts["sat"]

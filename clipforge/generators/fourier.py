@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from clipforge.generators.pixel import _fit
+from clipforge.images import fit_image
 
 # Square root of the colour correlation of ImageNet, from Lucid (normalized below).
 _COLOR_CORRELATION_SQRT = torch.tensor([[0.26, 0.09, 0.02],
@@ -70,7 +70,7 @@ class FourierGenerator(nn.Module):
     @torch.no_grad()
     def init_from(self, image: Tensor) -> None:
         """Set the spectrum so that :meth:`render` reproduces ``image`` (resized) exactly."""
-        target = _fit(image, self.height, self.width, self.spectrum)
+        target = fit_image(image, self.height, self.width, self.spectrum)
         logits = torch.logit(target.clamp(1e-3, 1 - 1e-3))
         x = torch.einsum("ij,bjhw->bihw", torch.linalg.inv(self.mix), logits) * 4.0
         spec = torch.fft.rfft2(x, norm="ortho") / self.scale

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from clipforge.config import ConfigError
-from clipforge.generators.pixel import _fit
+from clipforge.images import fit_image
 
 # ---------------------------------------------------------------------------------------------
 # shared helpers
@@ -235,7 +235,7 @@ class VaeGenerator(nn.Module):
     @torch.no_grad()
     def init_from(self, image: Tensor) -> None:
         """Set the latent to the encoder's code of ``image`` (1 or B, 3, H, W) in [0, 1]."""
-        x = _fit(image, self.height, self.width, self.latent) * 2 - 1
+        x = fit_image(image, self.height, self.width, self.latent) * 2 - 1
         enc = self.vae.encode(x)
         z = enc.latents if hasattr(enc, "latents") else enc.latent_dist.mode()
         self.latent.copy_(((z - self.shift) * self.scaling).expand_as(self.latent))

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from clipforge.images import fit_image
+
 
 class PixelGenerator(nn.Module):
     """RGB image in [0, 1] as ``sigmoid(sum of upsampled layers)``.
@@ -68,18 +70,8 @@ class PixelGenerator(nn.Module):
     @torch.no_grad()
     def init_from(self, image: Tensor) -> None:
         """Start from ``image`` (1 or B, 3, H, W) in [0, 1], resized to this generator's size."""
-        target = _fit(image, self.height, self.width, self.layers[-1])
+        target = fit_image(image, self.height, self.width, self.layers[-1])
         for layer in self.layers[:-1]:
             layer.zero_()
         self.layers[-1].copy_(torch.logit(target.clamp(1e-3, 1 - 1e-3)).expand_as(self.layers[-1]))
 
-
-def _fit(image: Tensor, height: int, width: int, like: Tensor) -> Tensor:
-    """Resize an image batch to (height, width) on ``like``'s device and dtype."""
-    image = image.to(like.device, like.dtype)
-    if image.dim() == 3:
-        image = image.unsqueeze(0)
-    if image.shape[-2:] != (height, width):
-        image = F.interpolate(image, size=(height, width), mode="bilinear", align_corners=False,
-                              antialias=True)
-    return image

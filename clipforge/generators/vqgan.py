@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from clipforge.config import ConfigError
 from clipforge.generators.latent import (check_factor, clamp_with_grad, load_diffusers_model,
                                          read_model_config)
-from clipforge.generators.pixel import _fit
+from clipforge.images import fit_image
 
 
 def quantize_straight_through(z: Tensor, codebook: Tensor) -> Tensor:
@@ -100,7 +100,7 @@ class VqganGenerator(nn.Module):
     @torch.no_grad()
     def init_from(self, image: Tensor) -> None:
         """Set the latent to the encoder's (unquantized) code of ``image`` in [0, 1]."""
-        x = _fit(image, self.height, self.width, self.latent) * 2 - 1
+        x = fit_image(image, self.height, self.width, self.latent) * 2 - 1
         self.latent.copy_(self.vq.encode(x).latents.expand_as(self.latent))
 
 

@@ -133,7 +133,9 @@ class Cutouts:
             out = out + eps * std[:, None, None, None]
         return out
 
-    def __call__(self, image: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Sample parameters and apply them; see :meth:`sample` and :meth:`apply`."""
-        params = self.sample(image.shape[-2], image.shape[-1], generator)
+    def __call__(self, image: Tensor, generator: torch.Generator | None = None,
+                 n: int | None = None) -> Tensor:
+        """Sample parameters for ``n`` (default ``cutn``) crops and apply them; see
+        :meth:`sample` and :meth:`apply`."""
+        params = self.sample(image.shape[-2], image.shape[-1], generator, n)
         return self.apply(image, params)

@@ -78,14 +78,20 @@ class Guide:
                 emb.encode_image(images[i].to(emb.device, torch.float32))[0]
                 for i in range(len(self.prompts))]
 
-    def loss(self, image: Tensor, t: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
+    def loss(self, image: Tensor, t: float = 0.0, *,
+             cutn: int | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """Total loss of ``image`` at progress ``t`` in [0, 1], and its named parts.
+
+        Args:
+            image: the image to score.
+            t: progress of the run, for scheduled prompt weights.
+            cutn: cutouts for this call (default: the Cutouts' own ``cutn``).
 
         Shape:
             image (B, 3, H, W) in [0, 1] -> total () and parts {name: ()}, batch-averaged.
         """
         b = image.shape[0]
-        cuts = self.cutouts(image, self.generator)
+        cuts = self.cutouts(image, self.generator, n=cutn)
         parts: dict[str, Tensor] = {}
         for (emb, model_w), targets in zip(self.ensemble.members, self.targets):
             feats = emb.encode_image(cuts).view(b, cuts.shape[0] // b, -1)   # (B, N, D)

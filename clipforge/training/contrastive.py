@@ -771,15 +771,7 @@ def _as_embedder(embedder_or_model: Any) -> Any:
     return ModelEmbedder(model, open_clip.SimpleTokenizer(context_length=ctx), size)
 
 
-@torch.no_grad()
-def encode_images(embedder: Any, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    """Embed images in chunks.
-
-    Shape:
-        images: (N, 3, H, W) in [0, 1] -> (N, D).
-    """
-    return torch.cat([embedder.encode_image(images[i:i + batch])
-                      for i in range(0, images.shape[0], batch)])
+from clipforge.guidance.embedders import encode_images  # noqa: E402
 
 
 @torch.no_grad()

@@ -442,7 +442,7 @@ def build_demo(*, default_clip: str | Sequence[str] = "shapes",
 
 def _guarded(fn):
     """Call ``fn``; clipforge's input and run errors become a ``gr.Error`` with their message."""
-    from clipforge.loop import NonFiniteLossError, RunOutOfMemoryError
+    from clipforge.errors import NonFiniteLossError, RunOutOfMemoryError
 
     try:
         return fn()

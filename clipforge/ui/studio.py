@@ -110,8 +110,8 @@ class Studio:
                  min_preview_seconds: float = 0.25, max_paused: int = 4, cache=None):
         import tempfile
 
-        from clipforge.guidance.embedders import ModelCache
-        from clipforge.loop import resolve_device
+        from clipforge.guidance.clip_models import ModelCache
+        from clipforge.runner import resolve_device
 
         self.default_clip = (default_clip,) if isinstance(default_clip, str) else tuple(default_clip)
         choices = list(self.default_clip) + [c for c in (clip_choices or ()) if c]
@@ -135,18 +135,18 @@ class Studio:
 
     @staticmethod
     def _bundled_present() -> list[str]:
-        from clipforge.guidance.embedders import ASSETS, BUNDLED
+        from clipforge import pretrained
 
-        return [name for name in BUNDLED if (ASSETS / name).is_dir()]
+        return [name for name in pretrained.names("clip") if pretrained.BUNDLED[name].present]
 
     # ---- checking page input ----
 
     def check_clip(self, specs: Sequence[str]) -> None:
         """Accept offered models (``@weight`` allowed) and open_clip pretrained ``ARCH:TAG``."""
-        from clipforge.guidance.embedders import _split_weight
+        from clipforge.guidance.embedders import split_weight
 
         for spec in specs:
-            name, _ = _split_weight(spec)
+            name, _ = split_weight(spec)
             if name in self.clip_choices:
                 continue
             if self.allow_pretrained and self._is_pretrained_name(name):
@@ -219,8 +219,8 @@ class Studio:
                                MAX_PREVIEW_EVERY)
         self.check_clip(cfg.clip)
         try:
-            registry.check_size(cfg.generator, cfg.width, cfg.height)
-            registry.check_options(cfg.generator, cfg.generator_options)
+            registry.check_generator(cfg.generator, cfg.width, cfg.height,
+                                     cfg.generator_options)
             _check_no_server_paths(cfg.generator_options)
             from clipforge.guidance.prompts import prompts_from_config
 
@@ -382,12 +382,12 @@ class LiveRun:
     """
 
     def __init__(self, cfg: RunConfig, studio: Studio):
-        from clipforge.loop import Run
+        from clipforge.runner import Run
 
         self.run = Run(cfg, cache=studio.cache, device=studio.device)
         self.config = self.run.config          # as started (what the PNG records)
         self.current = self.config             # with the steering applied
-        self.resumable = not hasattr(self.run.generator, "sample")
+        self.resumable = not self.run.samples
         self.history: list[dict[str, Any]] = []  # rows {step, part, loss} for the plot
         self.steering: list[dict[str, Any]] = []
         self.seconds = 0.0                       # time spent stepping, over all segments
@@ -417,7 +417,7 @@ class LiveRun:
         Raises:
             clipforge.loop.RunOutOfMemoryError: with what to reduce (the run is released).
         """
-        from clipforge.loop import RunOutOfMemoryError
+        from clipforge.errors import RunOutOfMemoryError
 
         cfg = self.current
         it = iter(self.run)

@@ -1,0 +1,89 @@
+"""The table of models bundled with clipforge: where each lives, what it is, how to use it.
+
+Every bundled model is made by a script of ours (``recipe``) and saved with its library's own
+save call under ``clipforge/assets/``. The table also holds each model's recommended settings:
+the RunConfig fields under which guidance by that model was measured to transfer to the
+held-out judge (docs/generators.md has the numbers), per generator. Importing this module
+imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+KINDS = ("clip", "diffusion")
+
+
+@dataclass(frozen=True)
+class Bundled:
+    """One bundled model.
+
+    Attributes:
+        name: the spec that names it (``--clip shapes``, ``{"model": "shapes-ddpm"}``).
+        kind: ``clip`` (open_clip hub layout) or ``diffusion`` (a diffusers pipeline folder).
+        summary: one line for ``clipforge models``.
+        recipe: the script that trains and writes it.
+        role: ``guide`` or ``judge`` for CLIPs (a judge never guides).
+        settings: generator name -> recommended RunConfig fields when this model guides.
+    """
+
+    name: str
+    kind: str
+    summary: str
+    recipe: str
+    role: str = ""
+    settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        return ASSETS / self.name
+
+    @property
+    def present(self) -> bool:
+        return self.path.is_dir()
+
+
+BUNDLED: dict[str, Bundled] = {m.name: m for m in (
+    Bundled("shapes", "clip", "small ResNet CLIP trained on captioned shapes: the offline guide",
+            "scripts/make_bundled_models.py", role="guide",
+            # measured with tests/test_steering.py's setup over seeds 0-15 (docs/generators.md).
+            # Fourier's flat default spectrum leaves edge noise the judge reads as a star; a
+            # steeper one with a slower lr and more TV transfers better.
+            settings={"pixel": {},
+                      "fourier": {"generator_options": {"decay": 2.0}, "lr": 0.015,
+                                  "tv_weight": 0.2}}),
+    Bundled("shapes-judge", "clip", "an independently trained shapes CLIP, used only to score",
+            "scripts/make_bundled_models.py", role="judge"),
+    Bundled("shapes-ddpm", "diffusion", "tiny pixel DDPM prior on the shapes set (32 px)",
+            "scripts/make_diffusion_prior.py"),
+)}
+
+
+def get(name: str, kind: str | None = None) -> Bundled | None:
+    """The bundled model called ``name`` (of ``kind``, when given), or None."""
+    model = BUNDLED.get(name)
+    return model if model is not None and kind in (None, model.kind) else None
+
+
+def names(kind: str | None = None) -> tuple[str, ...]:
+    """Names of the bundled models (of one kind)."""
+    return tuple(n for n, m in BUNDLED.items() if kind in (None, m.kind))
+
+
+def recommended(clip: Sequence[str], generator: str) -> dict[str, Any]:
+    """Recommended RunConfig fields for guiding ``generator`` with these CLIP specs.
+
+    Only a single bundled guide has recommendations; any other model (a real ViT-B-32, an
+    ensemble) keeps RunConfig's own defaults. ``@W`` weights are ignored.
+    """
+    specs = [s.partition("@")[0].strip() for s in clip]
+    if len(specs) != 1 or get(specs[0], "clip") is None:
+        return {}
+    return {k: (dict(v) if isinstance(v, Mapping) else v)
+            for k, v in BUNDLED[specs[0]].settings.get(generator, {}).items()}
+
+
+__all__ = ["Bundled", "BUNDLED", "ASSETS", "get", "names", "recommended"]

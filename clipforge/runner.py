@@ -1,0 +1,175 @@
+"""Run: a RunConfig made ready (device, seed, models, generator, guide), and the calls that run it.
+
+(The module is `runner`, not `run`: a submodule named `run` would shadow `clipforge.run()`.)
+
+Everything that can be wrong with the inputs (size, options, model names, image files) is
+checked in :class:`Run`'s constructor, before the first step; iterating it drives the loop of
+:mod:`clipforge.loop` (an optimizer for a Generator, the sampler's own steps for a
+GuidedSampler). :func:`run` goes to the end and returns a :class:`Result`; :func:`generate`
+yields the Steps. The front ends (CLI, batch, studio) all build a Run; none holds its own loop.
+"""
+
+from __future__ import annotations
+
+import gc
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator
+
+import torch
+from torch import Tensor
+
+from clipforge.config import RunConfig
+from clipforge.errors import ConfigError, RunOutOfMemoryError
+from clipforge.loop import Step, make_optimizer, optimize, sample_steps
+from clipforge.protocols import GuidedSampler
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; an explicit CUDA request without CUDA fails."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError("device", f"{name!r} was requested but CUDA is not available on "
+                              "this machine; use --device cpu or auto")
+        index = torch.device(name).index or 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError("device", f"{name!r}: only {torch.cuda.device_count()} CUDA "
+                              "device(s) present")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device", "'mps' was requested but is not available")
+    return torch.device(name)
+
+
+def resolve_seed(cfg: RunConfig) -> RunConfig:
+    """Replace seed -1 by a concrete random seed (reported and saved by the callers)."""
+    return cfg.replace(seed=secrets.randbelow(2**63)) if cfg.seed == -1 else cfg
+
+
+def out_of_memory(cfg: RunConfig, step: int) -> RunOutOfMemoryError:
+    """The actionable out-of-memory error of a run that failed at ``step``."""
+    return RunOutOfMemoryError(
+        f"out of memory at step {step} ({cfg.width}x{cfg.height}, {cfg.cutn} cutouts, "
+        f"{len(cfg.clip)} CLIP model(s)); try a smaller size, fewer cutouts or one CLIP model")
+
+
+class Run:
+    """A RunConfig made ready: models loaded, generator and guide built; iterate for Steps.
+
+    Iterating again continues where the last iteration stopped, with the optimizer state
+    intact (``done`` steps are kept), so a pause is leaving the loop and a resume is iterating
+    again. ``config`` holds the concrete seed.
+
+    Args:
+        cfg: the settings.
+        cache: a :class:`~clipforge.guidance.embedders.ModelCache` shared across runs.
+        device: overrides ``cfg.device`` (a resolved torch.device).
+    """
+
+    def __init__(self, cfg: RunConfig, *, cache=None, device: torch.device | None = None):
+        from clipforge import registry
+        from clipforge.guidance.augment import Cutouts
+        from clipforge.guidance.clip_models import load_ensemble
+        from clipforge.guidance.guide import Guide
+        from clipforge.guidance.prompts import prompts_from_config
+        from clipforge.images import fit_image, load_image
+
+        self.config = cfg = resolve_seed(cfg)
+        self.device = device or resolve_device(cfg.device)
+        registry.check_generator(cfg.generator, cfg.width, cfg.height, cfg.generator_options,
+                                 init_image=cfg.init_image is not None)
+        prompts = prompts_from_config(cfg)
+        init = load_image(cfg.init_image, field="init_image") if cfg.init_image else None
+        ensemble = load_ensemble(cfg.clip, self.device, cache)
+        self.generator = registry.build_generator(
+            cfg.generator, cfg.width, cfg.height, options=cfg.generator_options,
+            generator=torch.Generator().manual_seed(cfg.seed), device=self.device)
+        init_target = None
+        if init is not None:
+            self.generator.init_from(init.to(self.device))
+            init_target = fit_image(init, cfg.height, cfg.width, self.generator.render())
+        cutouts = Cutouts(ensemble.image_size, cfg.cutn, cfg.cut_pow, augment=cfg.augment)
+        self.guide = Guide(ensemble, prompts, cutouts, tv_weight=cfg.tv_weight,
+                           range_weight=cfg.range_weight, init_image=init_target,
+                           init_weight=cfg.init_weight,
+                           generator=torch.Generator().manual_seed((cfg.seed + 1) % 2**63))
+        # a GuidedSampler (diffusion) is sampled, not optimized: it gets no optimizer
+        self.opt = None if self.samples else make_optimizer(
+            self.generator.parameters(), lr=cfg.lr, optimizer=cfg.optimizer)
+        self.done = 0  # optimizer steps taken so far (a resumed run starts above 0)
+        self.step: Step | None = None
+
+    @property
+    def samples(self) -> bool:
+        """True when the generator is a GuidedSampler (it restarts when iterated again)."""
+        return isinstance(self.generator, GuidedSampler)
+
+    def __iter__(self) -> Iterator[Step]:
+        cfg = self.config
+        if self.samples:
+            steps = sample_steps(self.generator, self.guide, cfg.steps,
+                                 torch.Generator().manual_seed(cfg.seed))
+        else:
+            steps = optimize(self.generator, self.guide, cfg.steps, lr=cfg.lr,
+                             warmup_steps=cfg.warmup_steps, schedule=cfg.schedule,
+                             opt=self.opt, start=self.done)
+        try:
+            for step in steps:
+                self.done = step.i
+                self.step = step
+                yield step
+        except torch.OutOfMemoryError:
+            i = (self.step.i + 1) if self.step else 1
+            steps.close()
+            self.release()
+            raise out_of_memory(cfg, i) from None
+
+    @torch.no_grad()
+    def image(self) -> Tensor:
+        """The generator's current image, (B, 3, H, W) in [0, 1]."""
+        return self.generator.render().detach().clamp(0, 1)
+
+    def release(self) -> None:
+        """Drop the generator, guide and optimizer and return cached device memory."""
+        self.generator = None
+        self.guide = None
+        self.opt = None
+        if self.device.type == "cuda":  # a full collection costs ~0.5 s: only where it pays
+            gc.collect()
+            torch.cuda.empty_cache()
+
+
+def generate(cfg: RunConfig, *, cache=None) -> Iterator[Step]:
+    """Steps of the run described by ``cfg`` (seed -1 draws a seed; use :class:`Run` to read it)."""
+    yield from Run(cfg, cache=cache)
+
+
+@dataclass(frozen=True)
+class Result:
+    """What :func:`run` returns: the final image, the concrete settings and timing.
+
+    Shape:
+        image: (B, 3, H, W) in [0, 1].
+    """
+
+    image: Tensor
+    config: RunConfig
+    steps: int
+    seconds: float
+    last: Step | None
+
+
+def run(cfg: RunConfig, callbacks: Iterable[Callable[[Step], Any]] = (), *, cache=None) -> Result:
+    """Run to the end, calling each callback with every Step; returns the final image."""
+    t0 = time.perf_counter()
+    r = Run(cfg, cache=cache)
+    callbacks = list(callbacks)
+    for step in r:
+        for cb in callbacks:
+            cb(step)
+    return Result(r.image(), r.config, r.step.i if r.step else 0, time.perf_counter() - t0, r.step)
+
+
+__all__ = ["Run", "Result", "run", "generate", "resolve_device", "resolve_seed"]
