@@ -1,4 +1,4 @@
-"""The studio through its HTTP API (gradio_client) and its engine (clipforge.ui.studio).
+"""The studio through its HTTP API (gradio_client) and its engine (inputs, session, live).
 
 One server is launched for the module (tiny random CLIP, 32 px, CPU). Jobs are streamed,
 cancelled, overflowed, refused and failed with a simulated out-of-memory error; private
@@ -97,11 +97,11 @@ def test_seed_minus_one_is_drawn_reported_and_unicode_round_trips(client):
 
 
 def test_cancel_mid_run_frees_it_then_next_job_succeeds(client, app, monkeypatch):
-    from clipforge.ui import studio
+    from clipforge.ui import live
 
     released = []
-    original = studio.LiveRun.release
-    monkeypatch.setattr(studio.LiveRun, "release",
+    original = live.LiveRun.release
+    monkeypatch.setattr(live.LiveRun, "release",
                         lambda self: (released.append(self.i), original(self)))
     job = client.submit(api_name="/generate", **args(steps=5000, preview_every=1))
     assert wait_for(lambda: len(job.outputs()) >= 3)
@@ -280,13 +280,13 @@ def test_uploads_over_max_file_size_are_refused(client, app, tmp_path):
 
 @pytest.fixture
 def studio(tiny_clip_dir, tmp_path):
-    from clipforge.ui.studio import Studio
+    from clipforge.ui.session import Studio
 
     return Studio(default_clip=str(tiny_clip_dir), device="cpu", output_dir=tmp_path)
 
 
 def _config(studio, **over):
-    from clipforge.ui.studio import ui_defaults
+    from clipforge.ui.inputs import ui_defaults
 
     values = ui_defaults({**SMALL, "clip": studio.default_clip})
     values.update(prompt="a red circle", **over)
@@ -294,7 +294,7 @@ def _config(studio, **over):
 
 
 def test_pause_and_resume_keep_the_optimizer_state(studio):
-    from clipforge.ui.studio import LiveRun
+    from clipforge.ui.live import LiveRun
 
     cfg = _config(studio, steps=8, seed=3)
     straight = LiveRun(cfg, studio)
@@ -314,7 +314,7 @@ def test_pause_and_resume_keep_the_optimizer_state(studio):
 
 
 def test_steering_changes_prompts_weights_and_lr_and_is_recorded(studio, tmp_path):
-    from clipforge.ui.studio import LiveRun
+    from clipforge.ui.live import LiveRun
 
     live = LiveRun(_config(studio, steps=6), studio)
     it = live.steps()
@@ -339,7 +339,7 @@ def test_steering_changes_prompts_weights_and_lr_and_is_recorded(studio, tmp_pat
 
 
 def test_steering_is_checked_before_it_is_queued(studio):
-    from clipforge.ui.studio import InputError
+    from clipforge.ui.inputs import InputError
 
     base = _config(studio)
     assert studio.check_steering(base, "a green square:2", "noise", 0.01, 3) == 3
@@ -353,7 +353,8 @@ def test_steering_is_checked_before_it_is_queued(studio):
 
 
 def test_at_most_max_paused_runs_are_kept(studio):
-    from clipforge.ui.studio import LiveRun, Session
+    from clipforge.ui.live import LiveRun
+    from clipforge.ui.session import Session
 
     studio.max_paused = 2
     sessions = [Session() for _ in range(3)]
@@ -373,7 +374,7 @@ def test_out_of_memory_releases_the_run(studio, monkeypatch):
     import weakref
 
     from clipforge.errors import RunOutOfMemoryError
-    from clipforge.ui.studio import LiveRun
+    from clipforge.ui.live import LiveRun
 
     _out_of_memory_at_call(monkeypatch, 2)
     live = LiveRun(_config(studio, steps=5), studio)
@@ -389,7 +390,8 @@ def test_out_of_memory_releases_the_run(studio, monkeypatch):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_out_of_memory_returns_device_memory_on_cuda(tiny_clip_dir, tmp_path, monkeypatch):
     from clipforge.errors import RunOutOfMemoryError
-    from clipforge.ui.studio import LiveRun, Studio
+    from clipforge.ui.live import LiveRun
+    from clipforge.ui.session import Studio
 
     studio = Studio(default_clip=str(tiny_clip_dir), device="cuda", output_dir=tmp_path)
     cfg = _config(studio, width=256, height=256, cutn=32, steps=5)
@@ -412,7 +414,7 @@ def test_out_of_memory_returns_device_memory_on_cuda(tiny_clip_dir, tmp_path, mo
 def test_studio_refuses_model_paths_and_oversize(studio, tmp_path):
     from PIL import Image
 
-    from clipforge.ui.studio import InputError
+    from clipforge.ui.inputs import InputError
 
     huge = tmp_path / "huge.png"
     Image.new("L", (5000, 4000)).save(huge)  # 20 Mpx, a few kB on disk
@@ -429,7 +431,7 @@ def test_studio_refuses_model_paths_and_oversize(studio, tmp_path):
 
 
 def test_restore_from_png_fills_the_controls(tmp_path):
-    from clipforge.ui.app import _restore
+    from clipforge.ui.handlers import restore_controls as _restore
 
     cfg = RunConfig(prompt="a fox:1.5 | fog:-0.5", seed=42, width=48, height=40, steps=12,
                     generator="pixel", generator_options={"min_size": 8})
@@ -465,7 +467,7 @@ def test_controls_take_defaults_and_ranges_from_runconfig(tiny_clip_dir):
         assert by_id[f"cf-{name}"].value == defaults[name]
     assert "Allowed: > 0" in by_id["cf-lr"].info
     assert by_id["cf-optimizer"].choices == [(c, c) for c in ("adam", "adamw")]
-    from clipforge.ui.studio import NOT_IN_UI, UI_FIELDS
+    from clipforge.ui.inputs import NOT_IN_UI, UI_FIELDS
 
     config_fields = {f.name for f in dataclasses.fields(RunConfig)}
     assert config_fields <= set(UI_FIELDS) | set(NOT_IN_UI)  # a new setting must be placed
@@ -553,7 +555,7 @@ def test_clipforge_ui_command_serves_the_studio_behind_a_login(tmp_path):
 
 def test_import_clipforge_does_not_import_gradio_and_missing_gradio_says_what_to_install():
     code = ("import sys, clipforge; clipforge.RunConfig; import clipforge.ui; "
-            "import clipforge.ui.studio; assert 'gradio' not in sys.modules, 'gradio imported'; "
+            "import clipforge.ui.inputs, clipforge.ui.session, clipforge.ui.live; assert 'gradio' not in sys.modules, 'gradio imported'; "
             "sys.modules['gradio'] = None\n"
             "try:\n    import clipforge.ui.app\nexcept ImportError as e:\n    print(e)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
