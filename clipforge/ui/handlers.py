@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import gradio as gr
 
 from clipforge.errors import RunError, UsageError
+from clipforge.ui.controls import generator_info, options_info
 from clipforge.ui.inputs import RESTORABLE, UI_FIELDS, InputError, random_seed, upload_path
 from clipforge.ui.live import LiveRun, Result, loss_frame, progress_text
 from clipforge.ui.session import Session, Studio
@@ -243,8 +244,6 @@ class Handlers:
 
     def generator_changed(self, name: str) -> tuple:
         """Help of the generator dropdown and of its options box for the chosen generator."""
-        from clipforge.ui.controls import generator_info, options_info
-
         return gr.update(info=generator_info(name)), gr.update(info=options_info(name))
 
     def restore(self, file) -> list:

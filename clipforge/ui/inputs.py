@@ -82,7 +82,7 @@ def ui_defaults(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     if bad:
         raise ConfigError(bad[0], f"not a studio setting; settings: {', '.join(sorted(d))}")
     d.update(overrides)
-    merge({k: v for k, v in overrides.items() if k in FIELDS})
+    d.update(merge({k: v for k, v in overrides.items() if k in FIELDS}))  # checked, coerced
     _number("image_prompt_weight", d["image_prompt_weight"])
     _whole("preview_every", d["preview_every"], 1, MAX_PREVIEW_EVERY)
     return d
