@@ -492,7 +492,7 @@ def test_studio_refuses_model_paths_and_oversize(studio, tmp_path):
 
 
 def test_restore_from_png_fills_the_controls(tmp_path):
-    from clipforge.ui.handlers import restore_controls as _restore
+    from clipforge.ui.controls import restore_controls as _restore
 
     cfg = RunConfig(prompt="a fox:1.5 | fog:-0.5", seed=42, width=48, height=40, steps=12,
                     generator="pixel", generator_options={"min_size": 8})

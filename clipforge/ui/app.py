@@ -165,6 +165,9 @@ def _named(method, names: Sequence[str]):
 def parse_auth(auth: str | tuple[str, str] | None) -> tuple[str, str] | None:
     """``"user:password"`` -> ``("user", "password")``; None stays None.
 
+    Args:
+        auth: the login from ``--auth`` (the password may hold ``:``), a pair, or None.
+
     Raises:
         UsageError: (field ``auth``) not USER:PASSWORD with both parts non-empty.
     """

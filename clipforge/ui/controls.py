@@ -4,19 +4,21 @@ A control's help text, allowed range and choices come from the field's metadata
 (:mod:`clipforge.config`), so a default or a limit exists once; only the labels and the few
 page-only controls (uploads, the image prompt weight, the preview interval) are written here.
 Number boxes carry no minimum or maximum: an out-of-range value reaches the validator, which
-names the setting and the allowed range instead of gradio's generic error.
+names the setting and the allowed range instead of gradio's generic error. Also here: the
+states of the four run buttons, and control values restored from a dropped clipforge PNG.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Sequence
 
 import gradio as gr
 
 from clipforge.config import FIELDS, field_help
+from clipforge.errors import ConfigError, UsageError
 from clipforge.fields import range_text
-from clipforge.ui.inputs import MAX_PREVIEW_EVERY, UI_MAX_PROMPT_CHARS
+from clipforge.ui.inputs import MAX_PREVIEW_EVERY, UI_MAX_PROMPT_CHARS, upload_path
 from clipforge.ui.session import Studio, bundled_present
 
 # previews are small images: show them large, with crisp pixels
@@ -125,10 +127,43 @@ def generator_info(name: str) -> str:
 def options_info(name: str) -> str:
     """The generator's options and their defaults, for the options box's help."""
     from clipforge import registry
-    from clipforge.errors import UsageError
 
     try:
         opts = registry.generator_options(name)
     except UsageError as e:
         return str(e)
     return "Options and defaults: " + (json.dumps(opts, default=str) if opts else "none")
+
+
+def buttons(state: str) -> tuple:
+    """Updates of the Generate, Pause, Resume and Stop buttons for a page in ``state``.
+
+    Args:
+        state: ``idle``, ``running`` or ``paused``.
+    """
+    running, paused = state == "running", state == "paused"
+    return (gr.update(interactive=not running),
+            gr.update(interactive=running, visible=not paused),
+            gr.update(visible=paused, interactive=paused),
+            gr.update(interactive=running or paused))
+
+
+def restore_controls(file, names: Sequence[str]) -> list[Any]:
+    """Settings from a dropped clipforge PNG, as values of the controls ``names``, then a status.
+
+    Args:
+        file: the upload (a path or gradio's file object).
+        names: the controls to fill, in order.
+    """
+    from clipforge.outputs import read_config
+
+    try:
+        cfg = read_config(upload_path(file))
+    except ConfigError as e:
+        gr.Warning(f"cannot restore settings: {e}")
+        return [gr.skip() for _ in names] + ["cannot restore: the file carries no clipforge "
+                                             "settings"]
+    d = cfg.to_dict()
+    values = [(json.dumps(d[n]) if d[n] else "") if n == "generator_options" else d[n]
+              for n in names]
+    return values + [f"restored the settings of a clipforge PNG (seed {cfg.seed})"]

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import Any, Sequence
+from typing import Sequence
 
 import gradio as gr
 
 from clipforge.errors import RunError, UsageError
-from clipforge.ui.controls import generator_info, options_info
-from clipforge.ui.inputs import RESTORABLE, UI_FIELDS, InputError, random_seed, upload_path
+from clipforge.ui.controls import buttons, generator_info, options_info, restore_controls
+from clipforge.ui.inputs import RESTORABLE, UI_FIELDS, InputError, random_seed
 from clipforge.ui.live import LiveRun, Result, loss_frame, progress_text
 from clipforge.ui.session import Session, Studio
 
@@ -31,15 +31,6 @@ OUTPUTS = ("preview", "plot", "status", "gallery", "download", "generate", "paus
 BUTTONS = OUTPUTS[5:]
 STATUS_SECONDS = 0.5  # the progress line updates at least this often between previews
 _SKIP = object()
-
-
-def buttons(state: str) -> tuple:
-    """Updates of the Generate, Pause, Resume and Stop buttons for ``idle``, ``running`` or ``paused``."""
-    running, paused = state == "running", state == "paused"
-    return (gr.update(interactive=not running),
-            gr.update(interactive=running, visible=not paused),
-            gr.update(visible=paused, interactive=paused),
-            gr.update(interactive=running or paused))
 
 
 def _show(preview=_SKIP, plot=_SKIP, status=_SKIP, gallery=_SKIP, download=_SKIP,
@@ -86,7 +77,11 @@ class Handlers:
     # ---- Generate ----
 
     def validate(self, *args):
-        """Check the page's values (``*UI_FIELDS, session``) before a job is queued."""
+        """Check the page's values before a job is queued; a bad one is marked on its control.
+
+        Args:
+            args: the values of :data:`~clipforge.ui.inputs.UI_FIELDS`, then the Session.
+        """
         *values, _ = args
         try:
             self.studio.config_from_values(dict(zip(UI_FIELDS, values)))
@@ -95,12 +90,13 @@ class Handlers:
         return validation(args)
 
     def generate(self, *args):
-        """Run one generation from the page's values (``*UI_FIELDS, session``); streams updates."""
-        *values, sess = args
-        try:
-            cfg, every = self.studio.config_from_values(dict(zip(UI_FIELDS, values)))
-        except InputError as e:
-            raise gr.Error(str(e)) from None
+        """Run one generation from the page's values, streaming :data:`OUTPUTS` updates.
+
+        Args:
+            args: the values of :data:`~clipforge.ui.inputs.UI_FIELDS`, then the Session.
+        """
+        *values, sess = args  # the validator checked them too; the job does not rely on it
+        cfg, every = guarded(lambda: self.studio.config_from_values(dict(zip(UI_FIELDS, values))))
         job = self.studio.start_job()
         sess.drop_paused()
         sess.begin(job)
@@ -112,7 +108,12 @@ class Handlers:
     # ---- Resume a paused run, steered ----
 
     def validate_steer(self, prompt, negative_prompt, lr, preview_every, sess):
-        """Check the steering (and that a run is paused) before Resume is queued."""
+        """Check the steering (and that a run is paused) before Resume is queued.
+
+        Args:
+            prompt, negative_prompt, lr, preview_every: the steering controls' values.
+            sess: the tab's Session.
+        """
         names = ("prompt", "negative_prompt", "lr", "preview_every", "session")
         try:
             self._check_steer(prompt, negative_prompt, lr, preview_every, sess)
@@ -121,11 +122,11 @@ class Handlers:
         return validation(names)
 
     def resume(self, prompt, negative_prompt, lr, preview_every, sess):
-        """Steer the session's paused run and go on with it; streams updates."""
-        try:
-            every = self._check_steer(prompt, negative_prompt, lr, preview_every, sess)
-        except InputError as e:
-            raise gr.Error(str(e)) from None
+        """Steer the session's paused run and go on with it, streaming :data:`OUTPUTS` updates.
+
+        Args: as :meth:`validate_steer`.
+        """
+        every = guarded(lambda: self._check_steer(prompt, negative_prompt, lr, preview_every, sess))
         live = sess.paused
         job = self.studio.start_job()
         sess.begin(job)
@@ -151,7 +152,11 @@ class Handlers:
     # ---- the run ----
 
     def load(self, cfg) -> LiveRun:
-        """Load the run's models and generator under the step lock; its warnings are shown."""
+        """Load the run's models and generator under the step lock; its warnings are shown.
+
+        Args:
+            cfg: the checked RunConfig (a concrete seed).
+        """
         with self.studio.step_lock, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             live = LiveRun(cfg, self.studio)
@@ -160,8 +165,13 @@ class Handlers:
         return live
 
     def drive(self, live: LiveRun, sess: Session, job: int, every: int):
-        """Step ``live`` one step at a time under the lock, streaming previews every ``every``
-        steps, until it ends (saved to the gallery), is paused (kept) or is stopped (released)."""
+        """Step a run under the lock, streaming :data:`OUTPUTS` updates, until it ends (saved to
+        the gallery), is paused (kept in the session) or is stopped (released).
+
+        Args:
+            live: the run; sess: its tab's Session; job: this job's id (a newer one stops it);
+            every: a preview and a loss point every this many steps.
+        """
         from clipforge.images import to_pil
 
         studio, steps = self.studio, live.steps()
@@ -223,18 +233,18 @@ class Handlers:
     # ---- the small events ----
 
     def settle(self, sess: Session | None) -> tuple:
-        """Buttons after a job ended (finished, failed or paused)."""
+        """The buttons after a job ended (finished, failed or paused) in ``sess``."""
         return buttons("paused" if sess is not None and sess.paused is not None else "idle")
 
     def pause(self, sess: Session):
-        """Ask the running job to pause at its next step (it writes "paused" itself)."""
+        """Ask ``sess``'s running job to pause at its next step (it writes "paused" itself)."""
         # only the button: a second writer of the status could land after the job's own
         # "paused" and leave a stale "pausing" on the page
         sess.pause_requested.set()
         return gr.update(interactive=False)
 
     def stop(self, sess: Session) -> tuple:
-        """Stop the running job and free a paused one."""
+        """Stop ``sess``'s running job and free its paused one."""
         sess.stop()
         return "stopped", *buttons("idle")
 
@@ -243,33 +253,9 @@ class Handlers:
         return random_seed()
 
     def generator_changed(self, name: str) -> tuple:
-        """Help of the generator dropdown and of its options box for the chosen generator."""
+        """The help of the generator dropdown and of its options box, for generator ``name``."""
         return gr.update(info=generator_info(name)), gr.update(info=options_info(name))
 
     def restore(self, file) -> list:
-        """The :data:`~clipforge.ui.inputs.RESTORABLE` settings of a dropped clipforge PNG."""
+        """The :data:`~clipforge.ui.inputs.RESTORABLE` settings of ``file``, a dropped PNG."""
         return restore_controls(file, RESTORABLE)
-
-
-def restore_controls(file, names: Sequence[str]) -> list[Any]:
-    """Settings from a dropped clipforge PNG, as values of the controls ``names``, then a status.
-
-    Args:
-        file: the upload (a path or gradio's file object).
-        names: the controls to fill, in order.
-    """
-    import json
-
-    from clipforge.errors import ConfigError
-    from clipforge.outputs import read_config
-
-    try:
-        cfg = read_config(upload_path(file))
-    except ConfigError as e:
-        gr.Warning(f"cannot restore settings: {e}")
-        return [gr.skip() for _ in names] + ["cannot restore: the file carries no clipforge "
-                                             "settings"]
-    d = cfg.to_dict()
-    values = [(json.dumps(d[n]) if d[n] else "") if n == "generator_options" else d[n]
-              for n in names]
-    return values + [f"restored the settings of a clipforge PNG (seed {cfg.seed})"]

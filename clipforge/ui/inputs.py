@@ -108,12 +108,11 @@ def config_from_values(studio, values: dict[str, Any]) -> tuple[RunConfig, int]:
     _check_texts(values.get(n) for n in TEXT_FIELDS)
     weight = _number("image_prompt_weight", values.get("image_prompt_weight", 1.0))
     image_prompts = [p for p in map(upload_path, values.get("image_prompts") or []) if p]
-    page = {  # the weight is always written, so a ':' in an uploaded name stays in the path
-        "prompt": values.get("prompt") or "", "negative_prompt": values.get("negative_prompt") or "",
+    page: dict[str, Any] = {n: values.get(n) or "" for n in TEXT_FIELDS}
+    page.update({  # the weight is always written, so a ':' in an uploaded name stays in the path
         "image_prompts": [f"{p}:{weight:g}" for p in image_prompts],
-        "init_image": upload_path(values.get("init_image")),
-        "clip": values.get("clip") or [], "generator_options": values.get("generator_options") or {},
-    }
+        "init_image": upload_path(values.get("init_image")), "clip": values.get("clip") or [],
+        "generator_options": values.get("generator_options") or {}})
     for name in _NEEDED:
         if name in values and values[name] is None:
             raise InputError(name, f"{name}: a value is needed")
@@ -172,6 +171,10 @@ def check_steering(base: RunConfig, prompt: Any, negative_prompt: Any, lr: Any,
 def check_clip(studio, specs: Sequence[str]) -> None:
     """Accept offered models (``@weight`` allowed) and, where allowed, open_clip ``ARCH:TAG``.
 
+    Args:
+        studio: the offered models (``clip_choices``) and ``allow_pretrained``.
+        specs: the CLIP specs asked for.
+
     Raises:
         InputError: (control ``clip``) a name this studio does not offer, e.g. a server path.
     """
@@ -190,7 +193,11 @@ def check_clip(studio, specs: Sequence[str]) -> None:
 
 
 def upload_path(value: Any) -> str | None:
-    """The server path of an uploaded file (gradio passes str paths, dicts or objects with .path)."""
+    """The server path of an upload, or None when there is none.
+
+    Args:
+        value: what gradio passes for a file: a str path, a dict or an object with ``.path``.
+    """
     if value is None or value == "":
         return None
     if isinstance(value, dict):

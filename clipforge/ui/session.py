@@ -56,7 +56,8 @@ class Studio:
         from clipforge.guidance.clip_models import ModelCache
         from clipforge.runner import resolve_device
 
-        self.default_clip = (default_clip,) if isinstance(default_clip, str) else tuple(default_clip)
+        self.default_clip = ((default_clip,) if isinstance(default_clip, str)
+                             else tuple(default_clip))
         choices = list(self.default_clip) + [c for c in (clip_choices or ()) if c]
         self.clip_choices = tuple(dict.fromkeys(choices + bundled_present()))
         self.device = resolve_device(device)
@@ -92,7 +93,11 @@ class Studio:
         return inputs.check_steering(base, prompt, negative_prompt, lr, preview_every)
 
     def hold_paused(self, session: "Session", live: LiveRun) -> None:
-        """Park ``live`` in ``session``; beyond ``max_paused`` the oldest paused run is freed."""
+        """Park ``live`` in ``session``; beyond ``max_paused`` the oldest paused run is freed.
+
+        Args:
+            session: the tab whose run paused; live: its run, kept for Resume.
+        """
         with self._count_lock:
             session.paused = live
             alive = [r for r in self._paused
@@ -113,7 +118,11 @@ class Studio:
             return self.jobs_started
 
     def result_path(self, session: "Session", seed: int) -> Path:
-        """A fresh PNG path in the output folder; no part of it comes from user text."""
+        """A fresh PNG path in the output folder; no part of it comes from user text.
+
+        Args:
+            session: the tab the result belongs to; seed: the run's seed (in the name).
+        """
         from clipforge.outputs import safe_join
 
         n = session.next_result_number()
@@ -155,13 +164,14 @@ class Session:
             return self._n
 
     def begin(self, job: int) -> None:
-        """A job of this session starts: an older job stops at its next step, requests clear."""
+        """Job ``job`` of this session starts: an older job stops at its next step, requests
+        clear."""
         with self._lock:
             self.job = job
             self.pause_requested.clear()
 
     def should_stop(self, job: int) -> bool:
-        """True when ``job`` was superseded by a newer job or stopped."""
+        """True when job ``job`` was superseded by a newer job or stopped."""
         return self.job != job or self.stopped_job >= job
 
     def stop(self) -> None:
@@ -171,7 +181,7 @@ class Session:
         self.drop_paused()
 
     def drop_paused(self, reason: str = "") -> None:
-        """Free the paused run, if any; ``reason`` is said when Resume finds none."""
+        """Free the paused run, if any; ``reason`` (why) is said when Resume finds none."""
         with self._lock:
             paused, self.paused = self.paused, None
             self.dropped_reason = reason if paused is not None else self.dropped_reason
@@ -179,7 +189,7 @@ class Session:
             paused.release()
 
     def add_result(self, result: Result) -> None:
-        """Keep a finished image (the latest MAX_RESULTS_PER_SESSION)."""
+        """Keep ``result``, a finished image (the latest MAX_RESULTS_PER_SESSION are kept)."""
         with self._lock:
             self.results.append(result)
             del self.results[:-MAX_RESULTS_PER_SESSION]
