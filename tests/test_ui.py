@@ -1,4 +1,4 @@
-"""The studio through its HTTP API (gradio_client) and its engine (clipforge.ui.studio).
+"""The studio through its HTTP API (gradio_client) and its engine (inputs, session, live).
 
 One server is launched for the module (tiny random CLIP, 32 px, CPU). Jobs are streamed,
 cancelled, overflowed, refused and failed with a simulated out-of-memory error; private
@@ -21,7 +21,7 @@ pytest.importorskip("gradio")
 pytest.importorskip("gradio_client")
 
 from gradio_client import Client, handle_file  # noqa: E402
-from gradio_client.exceptions import AppError  # noqa: E402
+from gradio_client.exceptions import AppError, AuthenticationError  # noqa: E402
 
 from clipforge.config import RunConfig  # noqa: E402
 from clipforge.outputs import read_config, read_png_text, save_png  # noqa: E402
@@ -97,11 +97,11 @@ def test_seed_minus_one_is_drawn_reported_and_unicode_round_trips(client):
 
 
 def test_cancel_mid_run_frees_it_then_next_job_succeeds(client, app, monkeypatch):
-    from clipforge.ui import studio
+    from clipforge.ui import live
 
     released = []
-    original = studio.LiveRun.release
-    monkeypatch.setattr(studio.LiveRun, "release",
+    original = live.LiveRun.release
+    monkeypatch.setattr(live.LiveRun, "release",
                         lambda self: (released.append(self.i), original(self)))
     job = client.submit(api_name="/generate", **args(steps=5000, preview_every=1))
     assert wait_for(lambda: len(job.outputs()) >= 3)
@@ -113,7 +113,7 @@ def test_cancel_mid_run_frees_it_then_next_job_succeeds(client, app, monkeypatch
 
 
 def test_queue_overflow_gets_queue_full_and_waiters_see_their_place(app):
-    from gradio_client.utils import Status
+    from gradio_client.utils import QueueError, Status
 
     clients = [Client(app.local_url, verbose=False) for _ in range(4)]
     running = clients[0].submit(api_name="/generate", **args(steps=5000, preview_every=1))
@@ -122,7 +122,7 @@ def test_queue_overflow_gets_queue_full_and_waiters_see_their_place(app):
     assert wait_for(lambda: all(w.status().code == Status.IN_QUEUE for w in waiting))
     assert sorted(w.status().rank for w in waiting) == [0, 1]
     overflow = clients[3].submit(api_name="/generate", **args(steps=1))
-    with pytest.raises(Exception, match="(?i)queue is full"):
+    with pytest.raises(QueueError, match="(?i)queue is full"):
         overflow.result(timeout=30)
     running.cancel()
     for w in waiting:  # once the long job is gone the waiting ones run
@@ -166,9 +166,14 @@ def test_invalid_input_is_refused_before_a_job(client, app, row, over, message):
 @pytest.mark.parametrize("over", [{"generator": "nope"}, {"optimizer": "sgd"},
                                   {"preview_every": 0}])
 def test_value_outside_a_dropdown_or_slider_is_refused_before_a_job(client, app, over):
+    import httpx
+
     before = app.clipforge_studio.jobs_started
-    with pytest.raises(Exception, match="400"):  # gradio itself refuses values not offered
+    # gradio itself refuses values not offered: the server answers the queue request with 400
+    with pytest.raises(httpx.HTTPStatusError, match="400") as err:
         client.predict(api_name="/generate", **args(**over))
+    assert err.value.response.status_code == 400
+    assert err.value.request.url.path.endswith("/queue/join")
     assert app.clipforge_studio.jobs_started == before
 
 
@@ -233,16 +238,23 @@ def test_sessions_keep_their_own_settings_and_share_one_model(app):
     assert len(app.clipforge_studio.cache._models) == 1  # loaded once for every session
 
 
-def test_only_generate_is_public_and_files_outside_allowed_paths_are_refused(client, app):
+def test_only_generate_is_public_and_files_outside_allowed_paths_are_refused(client, app,
+                                                                           monkeypatch):
     import httpx
 
     api = client.view_api(print_info=False, return_format="dict")
     assert list(api["named_endpoints"]) == ["/generate"] and not api["unnamed_endpoints"]
     n_fns = len(app.fns)
     assert n_fns > 5  # pause, stop, resume, restore, randomize... exist but are private
+    ran = []
     for index in range(1, n_fns):
-        with pytest.raises(Exception):
-            client.predict(fn_index=index)
+        block_fn = app.fns[index]
+        assert block_fn.api_visibility == "private", block_fn.name
+        if block_fn.fn is not None:  # (a Stop button's cancel event has no function)
+            monkeypatch.setattr(block_fn, "fn", lambda *a, _i=index, **k: ran.append(_i))
+        with pytest.raises(ValueError, match=f"Invalid function index: {index}"):
+            client.predict(fn_index=index)  # gradio's client refuses a private endpoint
+    assert ran == []  # and none of them ran
     base = app.local_url.rstrip("/")
     for path in ("/file=/etc/passwd", "/gradio_api/file=/etc/passwd",
                  "/gradio_api/file=../../../../etc/passwd", "/gradio_api/monitoring",
@@ -253,11 +265,36 @@ def test_only_generate_is_public_and_files_outside_allowed_paths_are_refused(cli
             assert r.status_code in (403, 404, 405), (path, r.status_code)
         else:
             assert "_stop" not in r.text and "_pause" not in r.text
+            assert list(r.json()["named_endpoints"]) == ["/generate"]  # pause, stop... hidden
     assert app.server_name == "127.0.0.1" and not app.share
     result_png = save_png(app.clipforge_studio.output_dir / "clipforge-probe.png",
                           torch.zeros(1, 3, 8, 8))
     for prefix in ("/file=", "/gradio_api/file="):  # results are served only via gradio's cache
         assert httpx.get(base + prefix + str(result_png)).status_code in (403, 404)
+
+
+def test_private_events_sent_over_raw_http_touch_only_the_senders_session(client, app):
+    """"private" hides an event from the API page and refuses it in gradio's clients (above),
+    but the page itself calls these events over HTTP, so anyone can send them. They act on the
+    sender's own (fresh) session: another session's job keeps running."""
+    import httpx
+
+    job = client.submit(api_name="/generate", **args(steps=5000, preview_every=1))
+    try:
+        assert wait_for(lambda: len(job.outputs()) >= 2)
+        base = app.local_url.rstrip("/")
+        for name in ("pause", "stop"):
+            fn = next(f for f in app.fns.values() if f.name == name)
+            r = httpx.post(f"{base}/gradio_api/run/{fn.api_name}", json={"data": [None]})
+            assert r.status_code == 200, (name, r.text)
+        r = httpx.post(f"{base}/gradio_api/run/{fn.api_name}", json={"data": [None]})
+        assert r.json()["data"][0] == "stopped"  # it ran, on a session of its own
+        seen = len(job.outputs())
+        assert wait_for(lambda: len(job.outputs()) >= seen + 3)  # the job goes on streaming
+        assert not job.done() and "running · step" in job.outputs()[-1][2]
+    finally:
+        job.cancel()
+    assert wait_for(job.done, timeout=20)
 
 
 def test_uploads_over_max_file_size_are_refused(client, app, tmp_path):
@@ -280,13 +317,13 @@ def test_uploads_over_max_file_size_are_refused(client, app, tmp_path):
 
 @pytest.fixture
 def studio(tiny_clip_dir, tmp_path):
-    from clipforge.ui.studio import Studio
+    from clipforge.ui.session import Studio
 
     return Studio(default_clip=str(tiny_clip_dir), device="cpu", output_dir=tmp_path)
 
 
 def _config(studio, **over):
-    from clipforge.ui.studio import ui_defaults
+    from clipforge.ui.inputs import ui_defaults
 
     values = ui_defaults({**SMALL, "clip": studio.default_clip})
     values.update(prompt="a red circle", **over)
@@ -294,7 +331,7 @@ def _config(studio, **over):
 
 
 def test_pause_and_resume_keep_the_optimizer_state(studio):
-    from clipforge.ui.studio import LiveRun
+    from clipforge.ui.live import LiveRun
 
     cfg = _config(studio, steps=8, seed=3)
     straight = LiveRun(cfg, studio)
@@ -314,7 +351,7 @@ def test_pause_and_resume_keep_the_optimizer_state(studio):
 
 
 def test_steering_changes_prompts_weights_and_lr_and_is_recorded(studio, tmp_path):
-    from clipforge.ui.studio import LiveRun
+    from clipforge.ui.live import LiveRun
 
     live = LiveRun(_config(studio, steps=6), studio)
     it = live.steps()
@@ -339,7 +376,7 @@ def test_steering_changes_prompts_weights_and_lr_and_is_recorded(studio, tmp_pat
 
 
 def test_steering_is_checked_before_it_is_queued(studio):
-    from clipforge.ui.studio import InputError
+    from clipforge.ui.inputs import InputError
 
     base = _config(studio)
     assert studio.check_steering(base, "a green square:2", "noise", 0.01, 3) == 3
@@ -352,8 +389,33 @@ def test_steering_is_checked_before_it_is_queued(studio):
             studio.check_steering(base, *args_)
 
 
+def test_input_errors_are_usage_errors_on_their_control_and_become_gr_errors(studio):
+    import gradio as gr
+
+    from clipforge.errors import EXIT_USAGE, NonFiniteLossError, UsageError, exit_code
+    from clipforge.ui.handlers import guarded
+    from clipforge.ui.inputs import InputError
+
+    with pytest.raises(InputError) as err:
+        studio.check_steering(_config(studio), "x", "", 0.0, 3)
+    assert isinstance(err.value, UsageError) and exit_code(err.value) == EXIT_USAGE
+    assert err.value.field == "lr" and str(err.value).startswith("lr: 0.0 is out of range")
+    assert str(InputError("seed", "seed: bad")) == "seed: bad"  # no second "field: " prefix
+
+    def fail(exc):
+        raise exc
+
+    for exc in (err.value, NonFiniteLossError(3, "loss is nan at step 3")):
+        with pytest.raises(gr.Error, match=str(exc)[:12]):
+            guarded(lambda: fail(exc))
+    with pytest.raises(ValueError, match="not clipforge's") as other:  # passes unchanged
+        guarded(lambda: fail(ValueError("not clipforge's")))
+    assert not isinstance(other.value, gr.Error)
+
+
 def test_at_most_max_paused_runs_are_kept(studio):
-    from clipforge.ui.studio import LiveRun, Session
+    from clipforge.ui.live import LiveRun
+    from clipforge.ui.session import Session
 
     studio.max_paused = 2
     sessions = [Session() for _ in range(3)]
@@ -373,7 +435,7 @@ def test_out_of_memory_releases_the_run(studio, monkeypatch):
     import weakref
 
     from clipforge.errors import RunOutOfMemoryError
-    from clipforge.ui.studio import LiveRun
+    from clipforge.ui.live import LiveRun
 
     _out_of_memory_at_call(monkeypatch, 2)
     live = LiveRun(_config(studio, steps=5), studio)
@@ -389,7 +451,8 @@ def test_out_of_memory_releases_the_run(studio, monkeypatch):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_out_of_memory_returns_device_memory_on_cuda(tiny_clip_dir, tmp_path, monkeypatch):
     from clipforge.errors import RunOutOfMemoryError
-    from clipforge.ui.studio import LiveRun, Studio
+    from clipforge.ui.live import LiveRun
+    from clipforge.ui.session import Studio
 
     studio = Studio(default_clip=str(tiny_clip_dir), device="cuda", output_dir=tmp_path)
     cfg = _config(studio, width=256, height=256, cutn=32, steps=5)
@@ -412,7 +475,7 @@ def test_out_of_memory_returns_device_memory_on_cuda(tiny_clip_dir, tmp_path, mo
 def test_studio_refuses_model_paths_and_oversize(studio, tmp_path):
     from PIL import Image
 
-    from clipforge.ui.studio import InputError
+    from clipforge.ui.inputs import InputError
 
     huge = tmp_path / "huge.png"
     Image.new("L", (5000, 4000)).save(huge)  # 20 Mpx, a few kB on disk
@@ -429,7 +492,7 @@ def test_studio_refuses_model_paths_and_oversize(studio, tmp_path):
 
 
 def test_restore_from_png_fills_the_controls(tmp_path):
-    from clipforge.ui.app import _restore
+    from clipforge.ui.controls import restore_controls as _restore
 
     cfg = RunConfig(prompt="a fox:1.5 | fog:-0.5", seed=42, width=48, height=40, steps=12,
                     generator="pixel", generator_options={"min_size": 8})
@@ -465,7 +528,7 @@ def test_controls_take_defaults_and_ranges_from_runconfig(tiny_clip_dir):
         assert by_id[f"cf-{name}"].value == defaults[name]
     assert "Allowed: > 0" in by_id["cf-lr"].info
     assert by_id["cf-optimizer"].choices == [(c, c) for c in ("adam", "adamw")]
-    from clipforge.ui.studio import NOT_IN_UI, UI_FIELDS
+    from clipforge.ui.inputs import NOT_IN_UI, UI_FIELDS
 
     config_fields = {f.name for f in dataclasses.fields(RunConfig)}
     assert config_fields <= set(UI_FIELDS) | set(NOT_IN_UI)  # a new setting must be placed
@@ -511,7 +574,7 @@ def test_clipforge_ui_command_in_process(tiny_clip_dir, monkeypatch):
     try:
         base = f"http://127.0.0.1:{port}"
         assert httpx.get(base + "/config").status_code in (401, 403)
-        with pytest.raises(Exception):
+        with pytest.raises(AuthenticationError, match="credentials were not provided"):
             Client(base, verbose=False)  # no login, no API
         client = Client(base, auth=("artist", "secret"), verbose=False)
         assert "/generate" in client.view_api(print_info=False, return_format="dict")[
@@ -541,7 +604,7 @@ def test_clipforge_ui_command_serves_the_studio_behind_a_login(tmp_path):
                 return False
 
         assert wait_for(up, timeout=60, every=0.25)
-        with pytest.raises(Exception):
+        with pytest.raises(AuthenticationError, match="credentials were not provided"):
             Client(base, verbose=False)  # no login, no API
         client = Client(base, auth=("artist", "secret"), verbose=False)
         assert "/generate" in client.view_api(print_info=False, return_format="dict")[
@@ -553,7 +616,7 @@ def test_clipforge_ui_command_serves_the_studio_behind_a_login(tmp_path):
 
 def test_import_clipforge_does_not_import_gradio_and_missing_gradio_says_what_to_install():
     code = ("import sys, clipforge; clipforge.RunConfig; import clipforge.ui; "
-            "import clipforge.ui.studio; assert 'gradio' not in sys.modules, 'gradio imported'; "
+            "import clipforge.ui.inputs, clipforge.ui.session, clipforge.ui.live; assert 'gradio' not in sys.modules, 'gradio imported'; "
             "sys.modules['gradio'] = None\n"
             "try:\n    import clipforge.ui.app\nexcept ImportError as e:\n    print(e)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -80,7 +80,7 @@ def test_browser_generate_preview_pause_steer_resume_stop(studio_url, page, tmp_
                                                           monkeypatch):
     from playwright.sync_api import expect
 
-    from clipforge.ui import studio as engine
+    from clipforge.ui import live as engine
 
     released = []
     real_release = engine.LiveRun.release

@@ -1,0 +1,169 @@
+"""The studio's widgets, derived from RunConfig's fields: labels, help, ranges and defaults.
+
+A control's help text, allowed range and choices come from the field's metadata
+(:mod:`clipforge.config`), so a default or a limit exists once; only the labels and the few
+page-only controls (uploads, the image prompt weight, the preview interval) are written here.
+Number boxes carry no minimum or maximum: an out-of-range value reaches the validator, which
+names the setting and the allowed range instead of gradio's generic error. Also here: the
+states of the four run buttons, and control values restored from a dropped clipforge PNG.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+import gradio as gr
+
+from clipforge.config import FIELDS, field_help
+from clipforge.errors import ConfigError, UsageError
+from clipforge.fields import range_text
+from clipforge.ui.inputs import MAX_PREVIEW_EVERY, UI_MAX_PROMPT_CHARS, upload_path
+from clipforge.ui.session import Studio, bundled_present
+
+# previews are small images: show them large, with crisp pixels
+CSS = "#cf-preview img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }"
+
+LABELS = {
+    "prompt": "Prompt", "negative_prompt": "Negative prompt", "clip": "CLIP model(s)",
+    "generator": "Generator", "generator_options": "Generator options (JSON)",
+    "width": "Width", "height": "Height", "steps": "Steps", "lr": "Learning rate",
+    "cutn": "Cutouts", "seed": "Seed", "preview_every": "Preview every k steps",
+    "init_image": "Init image", "init_weight": "Init image weight",
+    "image_prompts": "Image prompts", "image_prompt_weight": "Image prompt weight",
+    "optimizer": "Optimizer", "schedule": "LR schedule", "warmup_steps": "Warm-up steps",
+    "cut_pow": "Cutout size exponent", "augment": "Augment cutouts",
+    "tv_weight": "Smoothness (TV) weight", "range_weight": "Range loss weight",
+}
+
+HEADER = """# clipforge studio
+Type a prompt and press **Generate**: an image is pushed, step by step, toward what a CLIP
+model sees in your words. **Pause** to edit the prompt, its `:weights` or the learning rate,
+then **Resume** — the optimizer keeps its state. Drop a clipforge PNG below to restore its
+settings. Prompt syntax: `a red circle:1.5 | a blue background | noise:-0.5`."""
+
+
+def model_note(studio: Studio) -> str:
+    """The line under the header that says which CLIP model runs by default.
+
+    Args:
+        studio: its default models.
+    """
+    present = bundled_present()
+    if "shapes" in studio.default_clip and "shapes" in present:
+        return ("Runs offline with the bundled **shapes** CLIP, a small model clipforge trains "
+                "on captioned shapes (\"a red circle on a blue background\"): it knows colours "
+                "and simple shapes, not photographs. Larger open_clip models can be chosen by "
+                "name:tag where this server can load them.")
+    if "shapes" not in present:
+        return (f"The bundled **shapes** model is not installed here; the default model is "
+                f"`{', '.join(studio.default_clip)}`.")
+    return f"Default model: `{', '.join(studio.default_clip)}`."
+
+
+def control(name: str, initial: dict[str, Any], studio: Studio) -> gr.components.Component:
+    """A component for one setting, from the RunConfig field's help, range and default.
+
+    Args:
+        name: the setting (one of :data:`clipforge.ui.inputs.UI_FIELDS`); ``cf-NAME`` is its
+            element id.
+        initial: every control's initial value (:func:`clipforge.ui.inputs.ui_defaults`).
+        studio: the limits and offered models the help text states.
+    """
+    value = initial.get(name)
+    label, help_, elem_id = LABELS.get(name, name), field_help().get(name, ""), f"cf-{name}"
+    if name in ("prompt", "negative_prompt"):
+        return gr.Textbox(value=value, label=label, info=help_, lines=2,
+                          max_length=UI_MAX_PROMPT_CHARS, elem_id=elem_id,
+                          placeholder="a red circle on a blue background:1.5 | blurry:-0.5"
+                          if name == "prompt" else "")
+    if name == "clip":
+        here = ("This studio accepts the listed models" + (" and open_clip ARCH:TAG names"
+                if studio.allow_pretrained else "") + "; `@W` weights a member of an ensemble.")
+        return gr.Dropdown(choices=list(studio.clip_choices), value=list(value), multiselect=True,
+                           allow_custom_value=True, label=label, info=here, elem_id=elem_id)
+    if name == "generator":
+        from clipforge import registry
+
+        return gr.Dropdown(choices=list(registry.GENERATORS), value=value, label=label,
+                           info=generator_info(value), elem_id=elem_id)
+    if name == "generator_options":
+        return gr.Textbox(value=json.dumps(value) if value else "", label=label,
+                          info=options_info(initial["generator"]), elem_id=elem_id,
+                          placeholder="{} = the generator's defaults")
+    if name in ("init_image", "image_prompts"):
+        return gr.File(label=label, file_types=["image"], elem_id=elem_id,
+                       file_count="single" if name == "init_image" else "multiple")
+    if name == "image_prompt_weight":
+        return gr.Number(value=value, label=label, info="Weight of each image prompt "
+                         "(negative steers away).", elem_id=elem_id)
+    if name == "preview_every":
+        return gr.Slider(1, 50, value=value, step=1, label=label, elem_id=elem_id,
+                         info=f"Send a preview and loss point every k steps (1..50 here, "
+                              f"up to {MAX_PREVIEW_EVERY} through the API).")
+    meta = FIELDS[name].metadata
+    if "choices" in meta:
+        return gr.Dropdown(choices=list(meta["choices"]), value=value, label=label, info=help_,
+                           elem_id=elem_id)
+    if isinstance(FIELDS[name].default, bool):
+        return gr.Checkbox(value=value, label=label, info=help_, elem_id=elem_id)
+    allowed = range_text(meta)
+    info = help_ + (f" Allowed: {allowed}." if allowed else "")
+    if name in ("width", "height"):
+        info += f" This studio allows up to {studio.max_side}."
+    if name == "steps":
+        info += f" This studio allows up to {studio.max_steps}."
+    return gr.Number(value=value, label=label, info=info, elem_id=elem_id)
+
+
+def generator_info(name: str) -> str:
+    """The generator's one-line summary, for the dropdown's help."""
+    from clipforge import registry
+
+    spec = registry.GENERATORS.get(name)
+    return f"{spec.summary}" if spec else "Generator name."
+
+
+def options_info(name: str) -> str:
+    """The generator's options and their defaults, for the options box's help."""
+    from clipforge import registry
+
+    try:
+        opts = registry.generator_options(name)
+    except UsageError as e:
+        return str(e)
+    return "Options and defaults: " + (json.dumps(opts, default=str) if opts else "none")
+
+
+def buttons(state: str) -> tuple:
+    """Updates of the Generate, Pause, Resume and Stop buttons for a page in ``state``.
+
+    Args:
+        state: ``idle``, ``running`` or ``paused``.
+    """
+    running, paused = state == "running", state == "paused"
+    return (gr.update(interactive=not running),
+            gr.update(interactive=running, visible=not paused),
+            gr.update(visible=paused, interactive=paused),
+            gr.update(interactive=running or paused))
+
+
+def restore_controls(file, names: Sequence[str]) -> list[Any]:
+    """Settings from a dropped clipforge PNG, as values of the controls ``names``, then a status.
+
+    Args:
+        file: the upload (a path or gradio's file object).
+        names: the controls to fill, in order.
+    """
+    from clipforge.outputs import read_config
+
+    try:
+        cfg = read_config(upload_path(file))
+    except ConfigError as e:
+        gr.Warning(f"cannot restore settings: {e}")
+        return [gr.skip() for _ in names] + ["cannot restore: the file carries no clipforge "
+                                             "settings"]
+    d = cfg.to_dict()
+    values = [(json.dumps(d[n]) if d[n] else "") if n == "generator_options" else d[n]
+              for n in names]
+    return values + [f"restored the settings of a clipforge PNG (seed {cfg.seed})"]
