@@ -293,7 +293,7 @@ def test_red_and_blue_prompts_steer_colours(name, vid, options, lr, bad, tiny_mo
 
 
 def test_vae_latent_scaling_and_encoder_init(tmp_path):
-    from clipforge.generators.latent import VaeGenerator
+    from clipforge.generators.vae import VaeGenerator
 
     folder = write_tiny_kl(tmp_path / "kl", scaling_factor=0.5, shift_factor=0.25)
     gen = VaeGenerator(SIZE, SIZE, model=str(folder), generator=torch.Generator().manual_seed(0))
@@ -780,7 +780,7 @@ def test_docs_generators_snippets_run(tmp_path, tiny_models, monkeypatch):
 
 
 def test_clamp_with_grad_lets_inward_gradients_through():
-    from clipforge.generators.latent import clamp_with_grad
+    from clipforge.generators.clamp import clamp_with_grad
 
     x = torch.tensor([-0.5, -0.5, 0.5, 1.5, 1.5], requires_grad=True)
     y = clamp_with_grad(x)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from clipforge.config import ConfigError
-from clipforge.generators.latent import _offline_hint, is_local_path
+from clipforge.generators.hub import is_local_path, offline_hint
 
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "pytorch_model.bin"
 _CONFIG_KEYS = ("output_dim", "z_dim", "class_embed_dim", "channel_width", "num_classes",
@@ -217,7 +217,7 @@ def resolve_files(model: str) -> tuple[Path, Path]:
         return (Path(hf_hub_download(model, CONFIG_NAME)),
                 Path(hf_hub_download(model, WEIGHTS_NAME)))
     except Exception as e:
-        raise ConfigError("model", _offline_hint("BigGAN", model, None, e).replace(
+        raise ConfigError("model", offline_hint("BigGAN", model, None, e).replace(
             "diffusion_pytorch_model.safetensors", WEIGHTS_NAME)) from None
 
 

@@ -22,8 +22,9 @@ import torch
 from torch import Tensor, nn
 
 from clipforge.config import ConfigError
-from clipforge.generators.latent import (check_factor, clamp_with_grad, load_diffusers_model,
-                                         read_model_config)
+from clipforge.generators.clamp import clamp_with_grad
+from clipforge.generators.draw import randint
+from clipforge.generators.hub import check_factor, load_diffusers_model, read_model_config
 from clipforge.images import fit_image
 
 
@@ -80,10 +81,8 @@ class VqganGenerator(nn.Module):
         self.quantize = bool(quantize)
         self.width, self.height = width, height
         codebook = self.vq.quantize.embedding.weight
-        g_dev = generator.device if generator is not None else torch.device("cpu")
         h, w = height // self.factor, width // self.factor
-        idx = torch.randint(codebook.shape[0], (batch, h, w), generator=generator,
-                            device=g_dev).to(device)
+        idx = randint(codebook.shape[0], (batch, h, w), generator, device)
         self.latent = nn.Parameter(codebook[idx].permute(0, 3, 1, 2).contiguous().clone())
 
     def render(self) -> Tensor:
