@@ -52,7 +52,7 @@ def write_models(root: Path, only: list[str] | None = None) -> dict[str, tuple[s
     if only is None or {"vae-taesd", "vae-sd", "vqgan-f16"} & set(only):
         from diffusers import AutoencoderKL, AutoencoderTiny, VQModel
 
-        from clipforge.generators.vqgan import taming_config_to_diffusers
+        from clipforge.generators.taming import taming_config_to_diffusers
     if wanted("vae-taesd"):  # diffusers' defaults are TAESD's architecture
         AutoencoderTiny().save_pretrained(root / "taesd")
     if wanted("vae-sd"):
