@@ -64,7 +64,7 @@ def write_models(root: Path, only: list[str] | None = None) -> dict[str, tuple[s
         VQModel(**taming_config_to_diffusers(VQGAN_F16)).save_pretrained(root / "vqgan-f16")
     for res in (256, 512):
         if wanted(f"biggan-deep-{res}"):
-            from clipforge.generators.biggan import BigGANDeep
+            from clipforge.generators.biggan_net import BigGANDeep
 
             folder = root / f"biggan-{res}"
             folder.mkdir()

@@ -75,7 +75,7 @@ TINY_BIGGAN = {"output_dim": SIZE, "z_dim": 8, "class_embed_dim": 8, "channel_wi
 
 def spectral_norm_modules(net):
     """The modules the release wraps in ``torch.nn.utils.spectral_norm`` (all but embeddings)."""
-    from clipforge.generators.biggan import _Block, _SelfAttn
+    from clipforge.generators.biggan_net import _Block, _SelfAttn
 
     g = net.generator
     mods = [g.gen_z, g.conv_to_rgb]
@@ -97,7 +97,7 @@ def write_tiny_biggan(folder: Path, seed: int = 0, config: dict = TINY_BIGGAN) -
     """
     from torch.nn.utils.spectral_norm import SpectralNorm
 
-    from clipforge.generators.biggan import BigGANDeep
+    from clipforge.generators.biggan_net import BigGANDeep
 
     torch.manual_seed(seed)
     net = BigGANDeep(config)
@@ -482,7 +482,7 @@ def test_biggan_checkpoint_has_the_release_key_layout(tmp_path):
 
 
 def test_biggan_spectral_norm_folded_as_pytorch_computes_it(tmp_path):
-    from clipforge.generators.biggan import load_biggan
+    from clipforge.generators.biggan_net import load_biggan
 
     reference = write_tiny_biggan(tmp_path, seed=1)
     net = load_biggan(str(tmp_path))
@@ -497,7 +497,7 @@ def test_biggan_spectral_norm_folded_as_pytorch_computes_it(tmp_path):
 
 def test_biggan_generator_matches_the_reference_network(tmp_path):
     """Same z and classes through the loaded generator and a spectral-norm copy of the network."""
-    from clipforge.generators.biggan import BigGANDeep
+    from clipforge.generators.biggan_net import BigGANDeep
 
     reference = write_tiny_biggan(tmp_path, seed=2)
     gen = build_generator("biggan", SIZE, SIZE, options={"model": str(tmp_path),
