@@ -52,7 +52,7 @@ def write_models(root: Path, only: list[str] | None = None) -> dict[str, tuple[s
     if only is None or {"vae-taesd", "vae-sd", "vqgan-f16"} & set(only):
         from diffusers import AutoencoderKL, AutoencoderTiny, VQModel
 
-        from clipforge.generators.vqgan import taming_config_to_diffusers
+        from clipforge.generators.taming import taming_config_to_diffusers
     if wanted("vae-taesd"):  # diffusers' defaults are TAESD's architecture
         AutoencoderTiny().save_pretrained(root / "taesd")
     if wanted("vae-sd"):
@@ -64,7 +64,7 @@ def write_models(root: Path, only: list[str] | None = None) -> dict[str, tuple[s
         VQModel(**taming_config_to_diffusers(VQGAN_F16)).save_pretrained(root / "vqgan-f16")
     for res in (256, 512):
         if wanted(f"biggan-deep-{res}"):
-            from clipforge.generators.biggan import BigGANDeep
+            from clipforge.generators.biggan_net import BigGANDeep
 
             folder = root / f"biggan-{res}"
             folder.mkdir()

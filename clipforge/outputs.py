@@ -8,7 +8,8 @@ A clipforge PNG holds two text chunks:
   (``prompt\\nNegative prompt: ...\\nSteps: 200, Seed: 1, Size: 256x256, Model: shapes, ...``).
 
 Every file is written to a temporary name in the same folder, flushed and ``os.replace``-d
-into place, so a crash or a full disk never leaves a half-written file under a final name.
+into place, so a crash or a full disk never leaves a half-written file under a final name;
+a folder (a converted model) the same way with :func:`atomic_dir`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import io
 import json
 import os
 import re
+import shutil
 import tempfile
 import unicodedata
 from pathlib import Path
@@ -77,6 +79,39 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; on success it is renamed to ``path``.
+
+    The folder's files are flushed to disk before the rename, so ``path`` appears whole or not
+    at all. On any error the temporary folder is removed and nothing is left at ``path``.
+
+    Args:
+        path: the folder to create.
+
+    Raises:
+        FileExistsError: ``path`` exists already (a non-empty folder that appears there
+            meanwhile makes the rename fail instead).
+    """
+    final = Path(path)
+    if final.exists():
+        raise FileExistsError(f"{str(final)!r} already exists")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name[:80]}.", suffix=TMP_SUFFIX,
+                                dir=final.parent))
+    try:
+        yield tmp
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                with open(f, "rb+") as fh:
+                    os.fsync(fh.fileno())
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; outputs are for sharing
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

@@ -31,7 +31,7 @@ GENERATORS: dict[str, GeneratorSpec] = {
                            "raw RGB pixels, as a multi-scale pyramid by default"),
     "fourier": GeneratorSpec("clipforge.generators.fourier:FourierGenerator",
                              "FFT spectrum with 1/f scaling and decorrelated colour (Lucid)"),
-    "vae": GeneratorSpec("clipforge.generators.latent:VaeGenerator",
+    "vae": GeneratorSpec("clipforge.generators.vae:VaeGenerator",
                          "latent of a diffusers autoencoder (TAESD, Stable Diffusion VAE)"),
     "vqgan": GeneratorSpec("clipforge.generators.vqgan:VqganGenerator",
                            "VQGAN latent snapped to its codebook (diffusers VQModel)"),

@@ -16,13 +16,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from clipforge import pretrained
 from clipforge.config import ConfigError, RunConfig
-from clipforge.generators.diffusion import BUNDLED, DiffusionModelError, DiffusionSampler
+from clipforge.generators.diffusion import DiffusionSampler
+from clipforge.generators.diffusion_models import DiffusionModelError
 from clipforge.guidance.augment import Cutouts
 from clipforge.guidance.guide import Guide
 from clipforge.guidance.prompts import Prompt
 
 ASSETS = Path(__file__).resolve().parent.parent / "clipforge" / "assets"
+PRIOR = pretrained.get("shapes-ddpm", "diffusion").path  # the bundled prior's folder
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,7 +243,7 @@ def test_closing_early_frees_the_run(ddpm_dir, tiny_embedder, monkeypatch):
 
     s = DiffusionSampler(16, 16, model=str(ddpm_dir), scheduler="dpm++")
     refs = []
-    make, guided = diffusion._make_scheduler, s._guided_eps
+    make, guided = diffusion.make_scheduler, s._guided_eps
 
     def spy_scheduler(*a):  # the solver keeps a history of model outputs
         sched = make(*a)
@@ -251,7 +254,7 @@ def test_closing_early_frees_the_run(ddpm_dir, tiny_embedder, monkeypatch):
         refs.append(weakref.ref(x))
         return guided(x, *a)
 
-    monkeypatch.setattr(diffusion, "_make_scheduler", spy_scheduler)
+    monkeypatch.setattr(diffusion, "make_scheduler", spy_scheduler)
     monkeypatch.setattr(s, "_guided_eps", spy_eps)
     it = s.sample(make_guide(tiny_embedder), 50, torch.Generator().manual_seed(0))
     next(it), next(it), next(it)
@@ -412,7 +415,7 @@ def test_run_drives_the_sampler_like_an_optimizer(ddpm_dir, tiny_clip_dir):
 # the bundled prior
 
 
-needs_prior = pytest.mark.skipif(not (BUNDLED["shapes-ddpm"] / "model_index.json").is_file(),
+needs_prior = pytest.mark.skipif(not (PRIOR / "model_index.json").is_file(),
                                  reason="bundled shapes-ddpm prior absent (run "
                                         "scripts/make_diffusion_prior.py)")
 
@@ -420,7 +423,7 @@ needs_prior = pytest.mark.skipif(not (BUNDLED["shapes-ddpm"] / "model_index.json
 @needs_prior
 def test_bundled_prior_loads_and_samples(tiny_embedder):
     s = DiffusionSampler(32, 32)  # model defaults to the bundled shapes-ddpm
-    size = sum(f.stat().st_size for f in BUNDLED["shapes-ddpm"].rglob("*") if f.is_file())
+    size = sum(f.stat().st_size for f in PRIOR.rglob("*") if f.is_file())
     assert size < 8e6
     assert s.stride == 4 and not s.latent
     image = sample_all(s, make_guide(tiny_embedder), 2)[-1]

@@ -75,7 +75,7 @@ TINY_BIGGAN = {"output_dim": SIZE, "z_dim": 8, "class_embed_dim": 8, "channel_wi
 
 def spectral_norm_modules(net):
     """The modules the release wraps in ``torch.nn.utils.spectral_norm`` (all but embeddings)."""
-    from clipforge.generators.biggan import _Block, _SelfAttn
+    from clipforge.generators.biggan_net import _Block, _SelfAttn
 
     g = net.generator
     mods = [g.gen_z, g.conv_to_rgb]
@@ -97,7 +97,7 @@ def write_tiny_biggan(folder: Path, seed: int = 0, config: dict = TINY_BIGGAN) -
     """
     from torch.nn.utils.spectral_norm import SpectralNorm
 
-    from clipforge.generators.biggan import BigGANDeep
+    from clipforge.generators.biggan_net import BigGANDeep
 
     torch.manual_seed(seed)
     net = BigGANDeep(config)
@@ -293,7 +293,7 @@ def test_red_and_blue_prompts_steer_colours(name, vid, options, lr, bad, tiny_mo
 
 
 def test_vae_latent_scaling_and_encoder_init(tmp_path):
-    from clipforge.generators.latent import VaeGenerator
+    from clipforge.generators.vae import VaeGenerator
 
     folder = write_tiny_kl(tmp_path / "kl", scaling_factor=0.5, shift_factor=0.25)
     gen = VaeGenerator(SIZE, SIZE, model=str(folder), generator=torch.Generator().manual_seed(0))
@@ -482,7 +482,7 @@ def test_biggan_checkpoint_has_the_release_key_layout(tmp_path):
 
 
 def test_biggan_spectral_norm_folded_as_pytorch_computes_it(tmp_path):
-    from clipforge.generators.biggan import load_biggan
+    from clipforge.generators.biggan_net import load_biggan
 
     reference = write_tiny_biggan(tmp_path, seed=1)
     net = load_biggan(str(tmp_path))
@@ -497,7 +497,7 @@ def test_biggan_spectral_norm_folded_as_pytorch_computes_it(tmp_path):
 
 def test_biggan_generator_matches_the_reference_network(tmp_path):
     """Same z and classes through the loaded generator and a spectral-norm copy of the network."""
-    from clipforge.generators.biggan import BigGANDeep
+    from clipforge.generators.biggan_net import BigGANDeep
 
     reference = write_tiny_biggan(tmp_path, seed=2)
     gen = build_generator("biggan", SIZE, SIZE, options={"model": str(tmp_path),
@@ -669,7 +669,7 @@ def test_taming_checkpoint_converts_to_a_diffusers_vqmodel(tmp_path):
     import yaml
     from diffusers import VQModel
 
-    from clipforge.generators.vqgan import convert_taming_checkpoint, taming_config_to_diffusers
+    from clipforge.generators.taming import convert_taming_checkpoint, taming_config_to_diffusers
 
     params = yaml.safe_load(TAMING_YAML)["model"]["params"]
     torch.manual_seed(0)
@@ -692,6 +692,7 @@ def test_taming_checkpoint_converts_to_a_diffusers_vqmodel(tmp_path):
     assert (out / "config.json").is_file()
     assert (out / "diffusion_pytorch_model.safetensors").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folder left
     converted = VQModel.from_pretrained(out).eval()
     x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
     with torch.no_grad():
@@ -718,7 +719,7 @@ def test_taming_checkpoint_converts_to_a_diffusers_vqmodel(tmp_path):
 
 
 def test_taming_conversion_refuses_a_malicious_pickle(tmp_path):
-    from clipforge.generators.vqgan import convert_taming_checkpoint
+    from clipforge.generators.taming import convert_taming_checkpoint
 
     SENTINEL["path"] = tmp_path / "pwned"
     torch.save({"state_dict": {"quant_conv.weight": torch.zeros(1)}, "x": MaliciousReduce()},
@@ -727,6 +728,29 @@ def test_taming_conversion_refuses_a_malicious_pickle(tmp_path):
     with pytest.raises(ConfigError, match="ckpt: cannot load checkpoint"):
         convert_taming_checkpoint(tmp_path / "evil.ckpt", tmp_path / "model.yaml", tmp_path / "o")
     assert not SENTINEL["path"].exists() and not (tmp_path / "o").exists()
+
+
+def test_taming_conversion_failing_while_writing_leaves_nothing(tmp_path, monkeypatch):
+    import yaml
+    from diffusers import VQModel
+
+    from clipforge.generators.taming import convert_taming_checkpoint, taming_config_to_diffusers
+
+    params = yaml.safe_load(TAMING_YAML)["model"]["params"]
+    original = VQModel(**taming_config_to_diffusers(params))
+    torch.save({"state_dict": to_taming(original.state_dict(), taming_names(2, 1, {1}))},
+               tmp_path / "last.ckpt")
+    (tmp_path / "model.yaml").write_text(TAMING_YAML)
+
+    def half_written(self, folder, **kw):
+        (Path(folder) / "config.json").write_text("{}")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(VQModel, "save_pretrained", half_written)
+    with pytest.raises(OSError, match="No space left"):
+        convert_taming_checkpoint(tmp_path / "last.ckpt", tmp_path / "model.yaml",
+                                  tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "model.yaml"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -745,7 +769,7 @@ def test_docs_generators_snippets_run(tmp_path, tiny_models, monkeypatch):
     import yaml
     from diffusers import VQModel
 
-    from clipforge.generators.vqgan import taming_config_to_diffusers
+    from clipforge.generators.taming import taming_config_to_diffusers
 
     write_tiny_biggan(tmp_path / "biggan128", config=TINY_BIGGAN_128)
     hub = {"madebyollin/taesd": tiny_models["taesd"],
@@ -780,7 +804,7 @@ def test_docs_generators_snippets_run(tmp_path, tiny_models, monkeypatch):
 
 
 def test_clamp_with_grad_lets_inward_gradients_through():
-    from clipforge.generators.latent import clamp_with_grad
+    from clipforge.generators.clamp import clamp_with_grad
 
     x = torch.tensor([-0.5, -0.5, 0.5, 1.5, 1.5], requires_grad=True)
     y = clamp_with_grad(x)

@@ -114,3 +114,27 @@ def test_outputs_are_readable_by_others_as_umask_allows(tmp_path):
     finally:
         os.umask(mask)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_atomic_dir_appears_whole_or_not_at_all(tmp_path):
+    from clipforge.outputs import atomic_dir
+
+    out = tmp_path / "sub" / "model"
+    mask = os.umask(0o022)
+    try:
+        with atomic_dir(out) as tmp:
+            assert tmp.parent == out.parent and not out.exists()
+            (tmp / "config.json").write_text("{}")
+    finally:
+        os.umask(mask)
+    assert (out / "config.json").read_text() == "{}"
+    assert out.stat().st_mode & 0o777 == 0o755
+    with pytest.raises(FileExistsError):
+        with atomic_dir(out):
+            pass
+    failed = tmp_path / "sub" / "failed"
+    with pytest.raises(OSError, match="disk full"):
+        with atomic_dir(failed) as tmp:
+            (tmp / "half.bin").write_bytes(b"12")
+            raise OSError(errno.ENOSPC, "disk full")
+    assert sorted(p.name for p in out.parent.iterdir()) == ["model"]  # no temp folder left

@@ -1,49 +1,37 @@
-"""Diffusion generator: CLIP-guided sampling over diffusers components (classifier guidance).
+"""Diffusion generator: CLIP-guided sampling from a diffusers model (a GuidedSampler).
 
 At every sampling step the model's noise prediction gives an estimate of the clean image
-``x0 = (x_t - sqrt(1 - a) * eps) / sqrt(a)``; the Guide scores that estimate's cutouts, and
-the gradient of its loss with respect to ``x_t`` (through the model and the decoder) shifts the
-noise prediction, ``eps' = eps + sqrt(1 - a) * grad``: the conditional-score form of classifier
-guidance (Dhariwal & Nichol 2021, "Diffusion Models Beat GANs on Image Synthesis", with CLIP in
-place of the classifier, as in Katherine Crowson's CLIP-guided diffusion, Disco Diffusion and the
-diffusers community ``CLIPGuidedStableDiffusion`` pipeline). Because only the model output is
-changed, any diffusers scheduler can take the step; DDIM (Song et al. 2021) and DPM-Solver++
-(Lu et al. 2022) are offered, on "trailing" timesteps (Lin et al. 2024, "Common Diffusion Noise
-Schedules and Sample Steps are Flawed"), so the first step starts from pure noise.
+``x0``; the Guide scores that estimate's cutouts, and the gradient of its loss with respect to
+``x_t`` (through the model and the decoder) shifts the noise prediction,
+``eps' = eps + sqrt(1 - a) * scale * grad``: classifier guidance (Dhariwal & Nichol 2021) with
+CLIP in place of the classifier, as in Katherine Crowson's CLIP-guided diffusion, Disco
+Diffusion and the diffusers community ``CLIPGuidedStableDiffusion`` pipeline. The maths is in
+:mod:`clipforge.guidance.classifier_guidance`; loading the pipeline, the schedulers and the
+option checks are in :mod:`clipforge.generators.diffusion_models`. This file is the loop: noise,
+guided prediction, scheduler step, one :class:`~clipforge.protocols.Estimate` per step.
 
-Two kinds of model load through diffusers' ``from_pretrained`` (a hub id or a local folder):
-pixel-space ``UNet2DModel`` pipelines (``google/ddpm-cifar10-32``, the bundled ``shapes-ddpm``)
-and Stable Diffusion-format latent pipelines (``UNet2DConditionModel`` + VAE + CLIP text
-encoder), where CLIP guidance adds to the model's own text conditioning and classifier-free
-guidance; an ``AutoencoderTiny`` (TAESD) can decode the guided estimates for speed.
+Pixel-space models (``UNet2DModel``: ``google/ddpm-cifar10-32``, the bundled ``shapes-ddpm``)
+and Stable Diffusion-format latent models (``UNet2DConditionModel`` + VAE + CLIP text encoder)
+are sampled; for latent ones CLIP guidance adds to the model's own text conditioning and
+classifier-free guidance, and an ``AutoencoderTiny`` (TAESD) can decode the guided estimates.
 """
 
 from __future__ import annotations
 
 import gc
-import importlib
-import math
 import warnings
-from pathlib import Path
 from typing import Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from clipforge.config import MAX_CUTN, ConfigError
+from clipforge.errors import ConfigError
+from clipforge.generators.diffusion_models import (check_options, eps_from_output, load_pipeline,
+                                                   make_scheduler)
+from clipforge.generators.draw import randn
+from clipforge.guidance.classifier_guidance import guided_eps, predict_x0
 from clipforge.images import fit_image
 from clipforge.protocols import Estimate
-
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
-BUNDLED = {"shapes-ddpm": ASSETS / "shapes-ddpm"}
-SCHEDULERS = ("ddim", "dpm++", "dpm++-sde")
-
-
-class DiffusionModelError(ConfigError):
-    """A diffusion model or one of its components cannot be loaded; the message says which."""
-
-    def __init__(self, message: str):
-        super().__init__("model", message)
 
 
 class DiffusionSampler(nn.Module):
@@ -94,11 +82,11 @@ class DiffusionSampler(nn.Module):
                  decoder: str | None = None, dtype: str = "auto",
                  generator: torch.Generator | None = None, device: str | torch.device = "cpu"):
         super().__init__()
-        _check_options(scheduler, guidance_scale, clamp_max, sat_scale, eta, skip_steps,
-                       cutn_schedule, cfg_scale, dtype, model, decoder, text, negative_text)
-        for name, flag in (("normalize_grad", normalize_grad), ("backprop_model", backprop_model)):
-            if not isinstance(flag, bool):
-                raise ConfigError(name, f"expected true or false, got {flag!r}")
+        check_options(scheduler=scheduler, guidance_scale=guidance_scale, clamp_max=clamp_max,
+                      sat_scale=sat_scale, cfg_scale=cfg_scale, eta=eta, dtype=dtype,
+                      normalize_grad=normalize_grad, backprop_model=backprop_model,
+                      model=model, decoder=decoder, text=text, negative_text=negative_text,
+                      skip_steps=skip_steps, cutn_schedule=cutn_schedule)
         self._device = torch.device(device)
         self.dtype = (torch.bfloat16 if self._device.type == "cuda" else torch.float32) \
             if dtype == "auto" else getattr(torch, dtype)
@@ -109,7 +97,7 @@ class DiffusionSampler(nn.Module):
         self.cutn_schedule = list(cutn_schedule) if cutn_schedule else None
         self.backprop_model, self.cfg_scale = bool(backprop_model), float(cfg_scale)
         self.text, self.negative_text = text, negative_text
-        parts = _load(model, decoder, width, height, self.dtype)
+        parts = load_pipeline(model, decoder, width, height, self.dtype)
         self.latent = "vae" in parts
         self.unet = parts["unet"]
         self.vae, self.fast_vae = parts.get("vae"), parts.get("decoder")
@@ -120,19 +108,30 @@ class DiffusionSampler(nn.Module):
                 m.to(self._device).eval().requires_grad_(False)
         self.stride, self.factor = parts["stride"], parts["factor"]
         self.num_train_timesteps = int(self.scheduler_config.get("num_train_timesteps", 1000))
-        self.alphas_cumprod = _make_scheduler("ddim", self.scheduler_config).alphas_cumprod.to(
+        self.alphas_cumprod = make_scheduler("ddim", self.scheduler_config).alphas_cumprod.to(
             self._device, torch.float32)
         self._init: Tensor | None = None
         self._image = torch.full((batch, 3, height, width), 0.5, device=self._device)
 
     # ---- the Generator side: the current image and the init-image ability ----
     def render(self) -> Tensor:
-        """The latest estimate (the init image or grey before sampling), (B, 3, H, W) in [0, 1]."""
+        """The latest estimate (the init image, or grey, before sampling).
+
+        Shape:
+            () -> (batch, 3, height, width) in [0, 1].
+        """
         return self._image
 
     @torch.no_grad()
     def init_from(self, image: Tensor) -> None:
-        """Start from ``image`` (1 or B, 3, H, W) in [0, 1]; it is noised to ``skip_steps``."""
+        """Start sampling from ``image`` instead of pure noise: it is noised to ``skip_steps``.
+
+        Args:
+            image: the picture to start from; fitted to (height, width) first.
+
+        Shape:
+            image: (1 or B, 3, H, W) in [0, 1].
+        """
         self._init = fit_image(image, self.height, self.width, self._image).expand_as(self._image)
         self._image = self._init.clone()
 
@@ -169,14 +168,14 @@ class DiffusionSampler(nn.Module):
         return self._run(guide, steps, skip, cond, generator or torch.Generator().manual_seed(0))
 
     def _run(self, guide, steps, skip, cond, gen) -> Iterator[Estimate]:
-        sched = _make_scheduler(self.scheduler_name, self.scheduler_config)
+        sched = make_scheduler(self.scheduler_name, self.scheduler_config)
         sched.set_timesteps(steps, device=self._device)
         timesteps = sched.timesteps[skip:]
         if hasattr(sched, "set_begin_index"):
             sched.set_begin_index(skip)
         c = self.unet.config.in_channels
         shape = (self.batch, c, self.height // self.factor, self.width // self.factor)
-        noise = torch.randn(shape, generator=gen, device=gen.device).to(self._device)
+        noise = randn(shape, gen, self._device)
         x = noise * sched.init_noise_sigma
         try:
             if skip:
@@ -212,23 +211,15 @@ class DiffusionSampler(nn.Module):
         with torch.set_grad_enabled(scale != 0):
             x_in = x.detach().requires_grad_(scale != 0)
             eps = self._eps(x_in, t, cond)
-            x0 = (x_in - (1 - a).sqrt() * (eps if self.backprop_model else eps.detach())) / a.sqrt()
-            image = self._decode(x0)
+            image = self._decode(predict_x0(x_in, eps if self.backprop_model else eps.detach(), a))
             total, parts = guide.loss(image, progress, cutn=cutn)
             if self.sat_scale:
                 parts["sat"] = self.sat_scale * (image - image.clamp(0, 1)).abs().mean()
                 total = total + parts["sat"]
-            if scale != 0:
-                (grad,) = torch.autograd.grad(total, x_in)
-                grad = torch.nan_to_num(grad.float(), 0.0, 0.0, 0.0)
-                rms = lambda g: g.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt()
-                if self.normalize_grad:
-                    grad = grad / rms(grad).clamp(min=1e-12)
-                grad = grad * scale
-                if self.clamp_max:
-                    grad = grad * (self.clamp_max / rms(grad).clamp(min=1e-12)).clamp(max=1)
-                eps = eps.detach() + (1 - a).sqrt() * grad
-        return (eps.detach(), image.detach().clamp(0, 1), total.detach(),
+            eps = guided_eps(eps.detach(), x_in, a, lambda xt: torch.autograd.grad(total, xt)[0],
+                             scale=scale, normalize_grad=self.normalize_grad,
+                             clamp_max=self.clamp_max)
+        return (eps, image.detach().clamp(0, 1), total.detach(),
                 {k: v.detach() for k, v in parts.items()})
 
     def _eps(self, x: Tensor, t: Tensor, cond) -> Tensor:
@@ -243,13 +234,8 @@ class DiffusionSampler(nn.Module):
                 out = uncond + self.cfg_scale * (text - uncond)
         else:
             out = self.unet(x.to(self.dtype), t).sample.float()[:, :3]  # learned-variance heads
-        kind = self.scheduler_config.get("prediction_type", "epsilon")
-        a = self.alphas_cumprod[t]
-        if kind == "v_prediction":
-            return a.sqrt() * out + (1 - a).sqrt() * x
-        if kind == "sample":
-            return (x - a.sqrt() * out) / (1 - a).sqrt()
-        return out
+        return eps_from_output(out, x, self.alphas_cumprod[t],
+                               self.scheduler_config.get("prediction_type", "epsilon"))
 
     def _decode(self, z: Tensor, final: bool = False) -> Tensor:
         """Model space -> image in about [0, 1] (unclamped, so range losses can see overshoot)."""
@@ -285,162 +271,3 @@ class DiffusionSampler(nn.Module):
                   return_tensors="pt").input_ids.to(self._device)
         states = self.text_encoder(ids)[0]
         return states.repeat_interleave(self.batch, dim=0).to(self.dtype)
-
-
-# ---------------------------------------------------------------------------------------------
-# loading and checking
-
-
-def _make_scheduler(name: str, config: dict):
-    """DDIM or DPM-Solver++ on the model's noise schedule, fed noise predictions."""
-    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
-
-    common = {"prediction_type": "epsilon", "timestep_spacing": "trailing"}
-    # A model whose sampler clips x0 to [-1, 1] (pixel DDPMs) gets dynamic thresholding
-    # (Saharia et al. 2022, Imagen) instead: at the first "trailing" step sigma can be 1e4
-    # (cosine schedules), so a guided x0 estimate is far out of range, and clipping each
-    # channel alone turns it into saturated primaries where thresholding keeps its hue.
-    if config.get("clip_sample"):
-        common.update(clip_sample=False, thresholding=True,
-                      sample_max_value=config.get("clip_sample_range", 1.0))
-    if name == "ddim":
-        return DDIMScheduler.from_config(config, **common)
-    algo = "sde-dpmsolver++" if name == "dpm++-sde" else "dpmsolver++"
-    return DPMSolverMultistepScheduler.from_config(config, algorithm_type=algo, solver_order=2,
-                                                   **common)
-
-
-def _check_options(scheduler, guidance_scale, clamp_max, sat_scale, eta, skip_steps,
-                   cutn_schedule, cfg_scale, dtype, model, decoder, text, negative_text) -> None:
-    def number(name, value, lo, hi):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-                not math.isfinite(value) or not lo <= value <= hi:
-            raise ConfigError(name, f"{value!r} is out of range; allowed: {lo:g} to {hi:g}")
-
-    if scheduler not in SCHEDULERS:
-        raise ConfigError("scheduler", f"{scheduler!r} is not one of {', '.join(SCHEDULERS)}")
-    number("guidance_scale", guidance_scale, 0, 1e6)
-    number("clamp_max", clamp_max, 0, 1e6)
-    number("sat_scale", sat_scale, 0, 1e6)
-    number("cfg_scale", cfg_scale, 0, 100)
-    number("eta", eta, 0, 1)
-    if eta and scheduler != "ddim":
-        raise ConfigError("eta", f"eta applies to the ddim scheduler only (got {scheduler!r}; "
-                          "use dpm++-sde for a stochastic DPM-Solver++)")
-    if skip_steps is not None and (isinstance(skip_steps, bool) or not isinstance(skip_steps, int)
-                                   or skip_steps < 0):
-        raise ConfigError("skip_steps", f"{skip_steps!r} is out of range; allowed: a whole "
-                          "number >= 0 and below steps")
-    if cutn_schedule is not None and (not isinstance(cutn_schedule, (list, tuple)) or any(
-            isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_CUTN
-            for n in cutn_schedule)):
-        raise ConfigError("cutn_schedule", f"{cutn_schedule!r}: expected a list of whole numbers "
-                          f"from 1 to {MAX_CUTN}")
-    if dtype not in ("auto", "float32", "bfloat16"):
-        raise ConfigError("dtype", f"{dtype!r} is not one of auto, float32, bfloat16")
-    for name, value in (("model", model), ("decoder", decoder), ("text", text),
-                        ("negative_text", negative_text)):
-        if value is not None and not isinstance(value, str) or (name == "model" and not value):
-            raise ConfigError(name, f"expected text, got {value!r}")
-
-
-def _read_index(spec: str, what: str = "model") -> tuple[str, dict]:
-    from diffusers import DiffusionPipeline
-
-    path = str(BUNDLED.get(spec, spec))
-    if spec in BUNDLED and not Path(path).is_dir():
-        raise DiffusionModelError(f"the bundled {spec!r} is missing from {path} (run "
-                                  "scripts/make_diffusion_prior.py)")
-    try:
-        return path, DiffusionPipeline.load_config(path)
-    except Exception as e:  # offline hub id, missing folder, corrupt JSON
-        raise DiffusionModelError(
-            f"{what} {spec!r}: cannot read its model_index.json ({_first_line(e)}). Give a "
-            "diffusers folder "
-            f"(model_index.json, unet/, scheduler/, ...) or a hub id; bundled: "
-            f"{', '.join(BUNDLED)}. Offline, download the model elsewhere and pass its folder."
-        ) from None
-
-
-def _class(spec: str, index: dict, name: str):
-    """The class that ``model_index.json`` names for a component (a clear error if absent)."""
-    entry = index.get(name)
-    if not isinstance(entry, list) or len(entry) != 2 or None in entry:
-        have = sorted(k for k, v in index.items() if not k.startswith("_")
-                      and isinstance(v, list) and None not in v)
-        raise DiffusionModelError(f"model {spec!r}: component {name!r} is missing (the model "
-                                  f"has: {', '.join(have) or 'nothing'})")
-    lib, cls = entry
-    if lib not in ("diffusers", "transformers"):
-        raise DiffusionModelError(f"model {spec!r}: component {name!r} comes from {lib!r}; "
-                                  "only diffusers and transformers components are loaded")
-    try:
-        return getattr(importlib.import_module(lib), cls)
-    except ImportError:
-        raise DiffusionModelError(f"model {spec!r}: component {name!r} needs the {lib!r} "
-                                  f"package; run: pip install {lib}") from None
-    except AttributeError:
-        raise DiffusionModelError(f"model {spec!r}: unknown {lib} class {cls!r} for "
-                                  f"{name!r}") from None
-
-
-def _component(spec: str, path: str, index: dict, name: str, config_only: bool = False,
-               dtype: torch.dtype = torch.float32):
-    """Load one component (or only its config) with ``from_pretrained`` from ``path/name``."""
-    klass = _class(spec, index, name)
-    try:
-        if config_only or name == "scheduler":
-            return klass.load_config(path, subfolder=name)
-        if name == "tokenizer":
-            return klass.from_pretrained(path, subfolder=name)
-        if klass.__module__.startswith("transformers"):
-            return klass.from_pretrained(path, subfolder=name, dtype=dtype)
-        return klass.from_pretrained(path, subfolder=name, torch_dtype=dtype,
-                                     low_cpu_mem_usage=False)
-    except Exception as e:
-        raise DiffusionModelError(
-            f"model {spec!r}: cannot load component {name!r} ({klass.__name__}) from "
-            f"{path}/{name}: {_first_line(e)}") from None
-
-
-def _first_line(e: Exception) -> str:
-    return f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
-
-
-def _load(model: str, decoder: str | None, width: int, height: int, dtype: torch.dtype) -> dict:
-    """Load the model's components; the size is checked against the configs before weights.
-
-    Returns a dict of the components plus ``factor`` (pixels per latent pixel; 1 for pixel
-    models) and ``stride`` (the multiple every image side must be).
-    """
-    path, index = _read_index(model)
-    if any(isinstance(index.get(k), list) and None not in index[k]
-           for k in ("text_encoder_2", "transformer", "prior", "image_encoder")):
-        raise DiffusionModelError(f"model {model!r}: {index.get('_class_name')} pipelines are not "
-                                  "supported (pixel UNet2DModel ones and Stable Diffusion 1/2 are)")
-    latent = "vae" in index or (index.get("unet") or [None, None])[1] == "UNet2DConditionModel"
-    names = ["unet", "scheduler"] + (["vae", "text_encoder", "tokenizer"] if latent else [])
-    for n in names:  # every component is named before anything heavy is read
-        _class(model, index, n)
-    if latent:  # the UNet pads odd latent sizes itself; the VAE sets the stride
-        factor = stride = 2 ** (len(_component(model, path, index, "vae", True)
-                                    ["block_out_channels"]) - 1)
-    else:  # UNet2DModel's skip connections need every level to halve evenly
-        factor, stride = 1, 2 ** (len(_component(model, path, index, "unet", True)
-                                      ["block_out_channels"]) - 1)
-    if width % stride or height % stride:
-        near = (max(stride, round(width / stride) * stride),
-                max(stride, round(height / stride) * stride))
-        raise ConfigError("size", f"{width}x{height}: model {model!r} makes sizes that are "
-                          f"multiples of {stride}; nearest allowed: {near[0]}x{near[1]}")
-    parts = {n: _component(model, path, index, n, dtype=dtype) for n in names}
-    if decoder is not None:
-        from diffusers import AutoencoderTiny
-
-        try:
-            parts["decoder"] = AutoencoderTiny.from_pretrained(decoder, torch_dtype=dtype,
-                                                                low_cpu_mem_usage=False)
-        except Exception as e:
-            raise DiffusionModelError(f"decoder {decoder!r}: cannot load an AutoencoderTiny "
-                                      f"(TAESD) from it: {_first_line(e)}") from None
-    return {**parts, "factor": factor, "stride": stride}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from clipforge.generators.draw import randn
 from clipforge.images import fit_image
 
 # Square root of the colour correlation of ImageNet, from Lucid (normalized below).
@@ -51,10 +52,8 @@ class FourierGenerator(nn.Module):
         mix = _COLOR_CORRELATION_SQRT / _COLOR_CORRELATION_SQRT.norm(dim=0).max()
         self.register_buffer("mix", (mix if decorrelate else torch.eye(3)).to(device),
                              persistent=False)
-        g_dev = generator.device if generator is not None else torch.device("cpu")
         shape = (batch, 3, height, width // 2 + 1, 2)
-        init = torch.randn(shape, generator=generator, device=g_dev) * init_std
-        self.spectrum = nn.Parameter(init.to(device))
+        self.spectrum = nn.Parameter(randn(shape, generator, device) * init_std)
 
     def _to_logits(self) -> Tensor:
         spec = torch.view_as_complex(self.spectrum) * self.scale
@@ -62,14 +61,25 @@ class FourierGenerator(nn.Module):
         return torch.einsum("ij,bjhw->bihw", self.mix, x)
 
     def render(self) -> Tensor:
-        """Inverse FFT, colour mixing and a sigmoid."""
+        """Inverse FFT, colour mixing and a sigmoid.
+
+        Shape:
+            () -> (batch, 3, height, width) in (0, 1).
+        """
         return torch.sigmoid(self._to_logits())
 
     forward = render
 
     @torch.no_grad()
     def init_from(self, image: Tensor) -> None:
-        """Set the spectrum so that :meth:`render` reproduces ``image`` (resized) exactly."""
+        """Set the spectrum so that :meth:`render` reproduces ``image`` (resized) exactly.
+
+        Args:
+            image: the picture to start from; resized to this generator's size.
+
+        Shape:
+            image: (1 or B, 3, H, W) in [0, 1] (clamped to [1e-3, 1 - 1e-3] for the logit).
+        """
         target = fit_image(image, self.height, self.width, self.spectrum)
         logits = torch.logit(target.clamp(1e-3, 1 - 1e-3))
         x = torch.einsum("ij,bjhw->bihw", torch.linalg.inv(self.mix), logits) * 4.0

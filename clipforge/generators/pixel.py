@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from clipforge.generators.draw import randn
 from clipforge.images import fit_image
 
 
@@ -50,15 +51,16 @@ class PixelGenerator(nn.Module):
                               max(1, round(width * s / max(width, height)))))
                 s *= 2
         sizes.append((height, width))
-        g_dev = generator.device if generator is not None else torch.device("cpu")
         self.layers = nn.ParameterList([
-            nn.Parameter((torch.randn(batch, 3, h, w, generator=generator, device=g_dev)
-                          * init_std).to(device))
-            for h, w in sizes
+            nn.Parameter(randn((batch, 3, h, w), generator, device) * init_std) for h, w in sizes
         ])
 
     def render(self) -> Tensor:
-        """Sum the upsampled layers and squash to [0, 1]."""
+        """Sum the upsampled layers and squash to [0, 1].
+
+        Shape:
+            () -> (batch, 3, height, width) in (0, 1).
+        """
         acc = self.layers[-1]
         for layer in self.layers[:-1]:
             acc = acc + F.interpolate(layer, size=(self.height, self.width), mode="bilinear",
@@ -69,7 +71,14 @@ class PixelGenerator(nn.Module):
 
     @torch.no_grad()
     def init_from(self, image: Tensor) -> None:
-        """Start from ``image`` (1 or B, 3, H, W) in [0, 1], resized to this generator's size."""
+        """Start from ``image``: the finest layer holds its logits, the coarser ones zero.
+
+        Args:
+            image: the picture to start from; resized to this generator's size.
+
+        Shape:
+            image: (1 or B, 3, H, W) in [0, 1].
+        """
         target = fit_image(image, self.height, self.width, self.layers[-1])
         for layer in self.layers[:-1]:
             layer.zero_()

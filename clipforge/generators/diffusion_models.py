@@ -1,0 +1,242 @@
+"""The diffusion sampler's parts that are not sampling: its pipeline's components, schedulers, checks.
+
+As diffusers keeps models, schedulers and pipelines apart, :mod:`clipforge.generators.diffusion`
+holds only the guided sampling loop; this module
+
+- checks the sampler's options before anything loads (ranges through
+  :func:`clipforge.fields.check_field`, the same checks as RunConfig's fields);
+- reads a pipeline's ``model_index.json`` (a hub id, a local folder or the bundled
+  ``shapes-ddpm`` from :mod:`clipforge.pretrained`), names every component it needs, checks
+  the image size against the configs, and only then loads the weights;
+- builds the DDIM (Song et al. 2021) and DPM-Solver++ (Lu et al. 2022) schedulers on "trailing"
+  timesteps (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed"),
+  so the first step starts from pure noise.
+
+Two kinds of pipeline load: pixel-space ``UNet2DModel`` ones (``google/ddpm-cifar10-32``,
+``shapes-ddpm``) and Stable Diffusion 1/2 latent ones (``UNet2DConditionModel`` + VAE + CLIP
+text encoder); an ``AutoencoderTiny`` (TAESD) may be added as a fast decoder.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field, fields
+
+import torch
+from torch import Tensor
+
+from clipforge import pretrained
+from clipforge.config import MAX_CUTN
+from clipforge.errors import ConfigError
+from clipforge.fields import check_field
+from clipforge.generators.hub import check_factor, first_line
+
+SCHEDULERS = ("ddim", "dpm++", "dpm++-sde")
+DTYPES = ("auto", "float32", "bfloat16")
+_UNSUPPORTED = ("text_encoder_2", "transformer", "prior", "image_encoder")
+
+
+class DiffusionModelError(ConfigError):
+    """A diffusion model or one of its components cannot be loaded; the message says which."""
+
+    def __init__(self, message: str):
+        super().__init__("model", message)
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """Type and range of each simple option, in the form :func:`check_field` reads.
+
+    Only types and ranges count: the defaults live once, in ``DiffusionSampler``'s signature
+    (where the registry reads them), so these are placeholders of the right type.
+    """
+
+    scheduler: str = field(default="", metadata={"choices": SCHEDULERS})
+    guidance_scale: float = field(default=0.0, metadata={"min": 0, "max": 1e6})
+    clamp_max: float = field(default=0.0, metadata={"min": 0, "max": 1e6})
+    sat_scale: float = field(default=0.0, metadata={"min": 0, "max": 1e6})
+    cfg_scale: float = field(default=0.0, metadata={"min": 0, "max": 100})
+    eta: float = field(default=0.0, metadata={"min": 0, "max": 1})
+    dtype: str = field(default="", metadata={"choices": DTYPES})
+    normalize_grad: bool = False
+    backprop_model: bool = False
+
+
+def check_options(*, model, decoder, text, negative_text, skip_steps, cutn_schedule,
+                  **simple) -> None:
+    """Check the sampler's options, before anything loads; ConfigError naming the first bad one.
+
+    Args:
+        model: the pipeline (non-empty text).
+        decoder: the fast decoder, or None.
+        text: the latent model's own prompt, or None.
+        negative_text: its negative prompt, or None.
+        skip_steps: None or a whole number >= 0 (checked against steps when sampling).
+        cutn_schedule: None or a list of cutout counts, each 1 to ``MAX_CUTN``.
+        simple: every field of the ``_Checked`` table (scheduler, the scales, eta, dtype, ...).
+    """
+    for f in fields(_Checked):
+        check_field(f, simple[f.name])
+    if simple["eta"] and simple["scheduler"] != "ddim":
+        raise ConfigError("eta", f"eta applies to the ddim scheduler only (got "
+                          f"{simple['scheduler']!r}; use dpm++-sde for a stochastic DPM-Solver++)")
+    if skip_steps is not None and (isinstance(skip_steps, bool) or not isinstance(skip_steps, int)
+                                   or skip_steps < 0):
+        raise ConfigError("skip_steps", f"{skip_steps!r} is out of range; allowed: a whole "
+                          "number >= 0 and below steps")
+    if cutn_schedule is not None and (not isinstance(cutn_schedule, (list, tuple)) or any(
+            isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_CUTN
+            for n in cutn_schedule)):
+        raise ConfigError("cutn_schedule", f"{cutn_schedule!r}: expected a list of whole numbers "
+                          f"from 1 to {MAX_CUTN}")
+    for name, value in (("model", model), ("decoder", decoder), ("text", text),
+                        ("negative_text", negative_text)):
+        if value is not None and not isinstance(value, str) or (name == "model" and not value):
+            raise ConfigError(name, f"expected text, got {value!r}")
+
+
+def make_scheduler(name: str, config: dict):
+    """DDIM or DPM-Solver++ on the model's noise schedule, fed noise predictions.
+
+    Args:
+        name: one of ``SCHEDULERS``.
+        config: the pipeline's scheduler config (its noise schedule).
+    """
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+
+    common = {"prediction_type": "epsilon", "timestep_spacing": "trailing"}
+    # A model whose sampler clips x0 to [-1, 1] (pixel DDPMs) gets dynamic thresholding
+    # (Saharia et al. 2022, Imagen) instead: at the first "trailing" step sigma can be 1e4
+    # (cosine schedules), so a guided x0 estimate is far out of range, and clipping each
+    # channel alone turns it into saturated primaries where thresholding keeps its hue.
+    if config.get("clip_sample"):
+        common.update(clip_sample=False, thresholding=True,
+                      sample_max_value=config.get("clip_sample_range", 1.0))
+    if name == "ddim":
+        return DDIMScheduler.from_config(config, **common)
+    algo = "sde-dpmsolver++" if name == "dpm++-sde" else "dpmsolver++"
+    return DPMSolverMultistepScheduler.from_config(config, algorithm_type=algo, solver_order=2,
+                                                   **common)
+
+
+def eps_from_output(out: Tensor, x: Tensor, alpha_bar: Tensor, prediction_type: str) -> Tensor:
+    """The noise prediction a model's output stands for (``epsilon``, ``v_prediction``, ``sample``).
+
+    Args:
+        out: the model's output at x_t.
+        x: the noisy sample x_t.
+        alpha_bar: alpha-bar at t.
+        prediction_type: the scheduler config's ``prediction_type``.
+
+    Shape:
+        out, x (B, C, h, w) float32 -> (B, C, h, w) float32.
+    """
+    if prediction_type == "v_prediction":
+        return alpha_bar.sqrt() * out + (1 - alpha_bar).sqrt() * x
+    if prediction_type == "sample":
+        return (x - alpha_bar.sqrt() * out) / (1 - alpha_bar).sqrt()
+    return out
+
+
+def load_pipeline(model: str, decoder: str | None, width: int, height: int,
+                  dtype: torch.dtype) -> dict:
+    """Load a pipeline's components; the size is checked against the configs before weights.
+
+    Args:
+        model: ``shapes-ddpm``, a hub id or a local diffusers folder.
+        decoder: an ``AutoencoderTiny`` for the guided estimates, or None.
+        width: image width in pixels.
+        height: image height in pixels.
+        dtype: the weights' dtype.
+
+    Returns:
+        the components by name (``unet``, ``scheduler`` config, and ``vae``, ``text_encoder``,
+        ``tokenizer`` for latent models, ``decoder`` when asked) plus ``factor`` (pixels per
+        latent pixel; 1 for pixel models) and ``stride`` (the multiple every side must be).
+    """
+    path, index = _read_index(model)
+    if any(isinstance(index.get(k), list) and None not in index[k] for k in _UNSUPPORTED):
+        raise DiffusionModelError(f"model {model!r}: {index.get('_class_name')} pipelines are not "
+                                  "supported (pixel UNet2DModel ones and Stable Diffusion 1/2 are)")
+    latent = "vae" in index or (index.get("unet") or [None, None])[1] == "UNet2DConditionModel"
+    names = ["unet", "scheduler"] + (["vae", "text_encoder", "tokenizer"] if latent else [])
+    for n in names:  # every component is named before anything heavy is read
+        _component_class(model, index, n)
+    if latent:  # the UNet pads odd latent sizes itself; the VAE sets the stride
+        factor = stride = 2 ** (len(_component(model, path, index, "vae", True)
+                                    ["block_out_channels"]) - 1)
+    else:  # UNet2DModel's skip connections need every level to halve evenly
+        factor, stride = 1, 2 ** (len(_component(model, path, index, "unet", True)
+                                      ["block_out_channels"]) - 1)
+    check_factor("diffusion", width, height, stride)
+    parts = {n: _component(model, path, index, n, dtype=dtype) for n in names}
+    if decoder is not None:
+        from diffusers import AutoencoderTiny
+
+        try:
+            parts["decoder"] = AutoencoderTiny.from_pretrained(decoder, torch_dtype=dtype,
+                                                                low_cpu_mem_usage=False)
+        except Exception as e:
+            raise DiffusionModelError(f"decoder {decoder!r}: cannot load an AutoencoderTiny "
+                                      f"(TAESD) from it: {first_line(e)}") from None
+    return {**parts, "factor": factor, "stride": stride}
+
+
+def _read_index(spec: str) -> tuple[str, dict]:
+    """The pipeline's folder (or hub id) and its ``model_index.json``."""
+    from diffusers import DiffusionPipeline
+
+    bundled = pretrained.get(spec, "diffusion")
+    path = str(bundled.path) if bundled is not None else spec
+    if bundled is not None and not bundled.present:
+        raise DiffusionModelError(f"the bundled {spec!r} is missing from {path} (run "
+                                  f"{bundled.recipe})")
+    try:
+        return path, DiffusionPipeline.load_config(path)
+    except Exception as e:  # offline hub id, missing folder, corrupt JSON
+        raise DiffusionModelError(
+            f"model {spec!r}: cannot read its model_index.json ({first_line(e)}). Give a "
+            "diffusers folder (model_index.json, unet/, scheduler/, ...) or a hub id; bundled: "
+            f"{', '.join(pretrained.names('diffusion'))}. Offline, download the model elsewhere "
+            "and pass its folder.") from None
+
+
+def _component_class(spec: str, index: dict, name: str):
+    """The class that ``model_index.json`` names for a component (a clear error if absent)."""
+    entry = index.get(name)
+    if not isinstance(entry, list) or len(entry) != 2 or None in entry:
+        have = sorted(k for k, v in index.items() if not k.startswith("_")
+                      and isinstance(v, list) and None not in v)
+        raise DiffusionModelError(f"model {spec!r}: component {name!r} is missing (the model "
+                                  f"has: {', '.join(have) or 'nothing'})")
+    lib, cls = entry
+    if lib not in ("diffusers", "transformers"):
+        raise DiffusionModelError(f"model {spec!r}: component {name!r} comes from {lib!r}; "
+                                  "only diffusers and transformers components are loaded")
+    try:
+        return getattr(importlib.import_module(lib), cls)
+    except ImportError:
+        raise DiffusionModelError(f"model {spec!r}: component {name!r} needs the {lib!r} "
+                                  f"package; run: pip install {lib}") from None
+    except AttributeError:
+        raise DiffusionModelError(f"model {spec!r}: unknown {lib} class {cls!r} for "
+                                  f"{name!r}") from None
+
+
+def _component(spec: str, path: str, index: dict, name: str, config_only: bool = False,
+               dtype: torch.dtype = torch.float32):
+    """Load one component (or only its config) with ``from_pretrained`` from ``path/name``."""
+    klass = _component_class(spec, index, name)
+    try:
+        if config_only or name == "scheduler":
+            return klass.load_config(path, subfolder=name)
+        if name == "tokenizer":
+            return klass.from_pretrained(path, subfolder=name)
+        if klass.__module__.startswith("transformers"):
+            return klass.from_pretrained(path, subfolder=name, dtype=dtype)
+        return klass.from_pretrained(path, subfolder=name, torch_dtype=dtype,
+                                     low_cpu_mem_usage=False)
+    except Exception as e:
+        raise DiffusionModelError(
+            f"model {spec!r}: cannot load component {name!r} ({klass.__name__}) from "
+            f"{path}/{name}: {first_line(e)}") from None
