@@ -9,6 +9,7 @@ exists, retries failed items only when asked and renders the rest. Work is split
 
 The modules, bottom up: :mod:`~clipforge.batch.lists` (reading lists),
 :mod:`~clipforge.batch.items` (items, seeds, shards, names), :mod:`~clipforge.batch.manifest`,
+:mod:`~clipforge.batch.progress` (the observer told about items and steps),
 :mod:`~clipforge.batch.runner` (render_item, Batch, run_sequential),
 :mod:`~clipforge.batch.ray_backend` and :mod:`~clipforge.batch.driver` (prepare, Job), which
 ``clipforge batch`` (:mod:`clipforge.cli.batch`) calls. Nothing here imports typer, rich, torch
@@ -22,9 +23,9 @@ from clipforge.batch.lists import Row, read_rows
 from clipforge.batch.manifest import (MANIFEST, STATUSES, Manifest, ManifestState,
                                       manifest_name, read_manifests, record,
                                       sweep_shard_temp_files)
+from clipforge.batch.progress import Progress, Silent
 from clipforge.batch.ray_backend import run_ray
-from clipforge.batch.runner import (Batch, Progress, Rendered, Silent, Stats, render_item,
-                                    run_sequential)
+from clipforge.batch.runner import Batch, Rendered, Stats, render_item, run_sequential
 
 __all__ = ["Job", "prepare", "Item", "check_shared", "expand_row", "item_key", "iter_items",
            "parse_seeds", "parse_shard", "settings_hash", "Row", "read_rows", "MANIFEST",

@@ -20,7 +20,8 @@ from typing import Any, Iterator, Mapping
 from clipforge.batch.items import Item, check_shared, iter_items
 from clipforge.batch.lists import Row, read_rows
 from clipforge.batch.manifest import manifest_name, sweep_shard_temp_files
-from clipforge.batch.runner import Batch, Progress, Silent, Stats, run_sequential
+from clipforge.batch.progress import Progress, Silent
+from clipforge.batch.runner import Batch, Stats, run_sequential
 from clipforge.errors import ConfigError, DiskError
 
 

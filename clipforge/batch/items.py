@@ -47,14 +47,20 @@ class Item:
 
     @property
     def filename(self) -> str:
+        """The output PNG's name in the folder."""
         return self.key + ".png"
 
     @property
     def seed(self) -> int | None:
+        """The item's seed (None for an invalid row)."""
         return self.config.seed if self.config is not None else None
 
     def shard(self, n: int) -> int:
-        """Which of ``n`` shards renders this item (stable when ``--seeds`` grows)."""
+        """Which of ``n`` shards renders this item (stable when ``--seeds`` grows).
+
+        Args:
+            n: the number of shards.
+        """
         return (self.row + (self.seed or 0)) % n
 
 

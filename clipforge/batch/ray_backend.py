@@ -14,7 +14,8 @@ import time
 from typing import Any, Iterable
 
 from clipforge.batch.items import Item
-from clipforge.batch.runner import Batch, Progress, Rendered, Silent, render_item
+from clipforge.batch.progress import Progress, Silent
+from clipforge.batch.runner import Batch, Rendered, render_item
 from clipforge.config import RunConfig
 from clipforge.errors import ConfigError
 

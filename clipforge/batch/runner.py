@@ -6,8 +6,8 @@ item: a failure is classified with :mod:`clipforge.errors` (``nonfinite`` for a 
 or inside a Ray actor (:mod:`clipforge.batch.ray_backend`). :class:`Batch` decides what to
 render, writes results atomically and records them in the manifest; it is the only writer.
 
-Progress goes to an observer with the methods of :class:`Progress` (the CLI draws bars from
-it); nothing here prints. Torch and the models load only when an item is rendered.
+Progress goes to an observer (:class:`~clipforge.batch.progress.Progress`; the CLI draws
+bars from it); nothing here prints. Torch and the models load only when an item is rendered.
 """
 
 from __future__ import annotations
@@ -18,48 +18,14 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Iterator
 
 from clipforge.batch.items import Item
 from clipforge.batch.manifest import Manifest, manifest_name, read_manifests, record
+from clipforge.batch.progress import Progress, Silent
 from clipforge.config import RunConfig
 from clipforge.errors import DiskError, NonFiniteLossError, UsageError
 from clipforge.outputs import safe_join
-
-if TYPE_CHECKING:
-    from clipforge.loop import Step
-
-
-class Progress(Protocol):
-    """What a batch reports while it runs (every method may be a no-op)."""
-
-    def note(self, text: str) -> None:
-        """A line for the person watching (swept temp files, Ray's actor count)."""
-
-    def start_item(self, item: Item) -> None:
-        """An item starts rendering."""
-
-    def step(self, step: "Step") -> None:
-        """The running item made one step."""
-
-    def end_item(self, item: Item, status: str) -> None:
-        """An item ended with ``status`` (ok, failed, nonfinite)."""
-
-
-class Silent:
-    """A :class:`Progress` that reports nothing."""
-
-    def note(self, text: str) -> None:
-        pass
-
-    def start_item(self, item: Item) -> None:
-        pass
-
-    def step(self, step: "Step") -> None:
-        pass
-
-    def end_item(self, item: Item, status: str) -> None:
-        pass
 
 
 @dataclass
@@ -269,4 +235,4 @@ def run_sequential(batch: Batch, items: Iterable[Item], progress: Progress = Sil
         progress.end_item(item, result.status)
 
 
-__all__ = ["Progress", "Silent", "Rendered", "render_item", "Stats", "Batch", "run_sequential"]
+__all__ = ["Rendered", "render_item", "Stats", "Batch", "run_sequential"]

@@ -25,7 +25,8 @@ STOPPED = "the batch stopped; re-run the same command to resume"
 
 
 class BatchBars:
-    """The batch's progress observer (:class:`clipforge.batch.Progress`) drawn as two bars.
+    """The batch's progress observer (:class:`clipforge.batch.Progress`, whose methods say
+    what each receives) drawn as two bars: items done, and the steps of the running item.
 
     Args:
         bars: the shared progress display.
