@@ -246,14 +246,27 @@ class FrameRecorder:
             img.thumbnail((self.max_side, self.max_side))
             self.frames.append(img)
 
-    def save_gif(self, path: str | os.PathLike, ms_per_frame: int = 80) -> Path:
-        """Write the frames as a looping GIF, atomically."""
+    def gif_bytes(self, ms_per_frame: int = 80) -> bytes:
+        """The frames encoded as a looping GIF (``ms_per_frame`` each).
+
+        Args:
+            ms_per_frame: how long each frame shows.
+        """
         if not self.frames:
             raise ValueError("FrameRecorder: no frames recorded")
         buf = io.BytesIO()
         self.frames[0].save(buf, format="GIF", save_all=True, append_images=self.frames[1:],
                             duration=ms_per_frame, loop=0)
-        return atomic_write_bytes(path, buf.getvalue())
+        return buf.getvalue()
+
+    def save_gif(self, path: str | os.PathLike, ms_per_frame: int = 80) -> Path:
+        """Write the frames as a looping GIF, atomically.
+
+        Args:
+            path: the .gif file.
+            ms_per_frame: how long each frame shows.
+        """
+        return atomic_write_bytes(path, self.gif_bytes(ms_per_frame))
 
 
 def default_name(cfg: RunConfig, index: int | None = None) -> str:

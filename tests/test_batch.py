@@ -19,9 +19,10 @@ import pytest
 from typer.testing import CliRunner
 
 from clipforge import batch as B
+from clipforge.batch import runner as R  # where run_sequential looks up render_item
 from clipforge.cli import app
-from clipforge.config import ConfigError
-from clipforge.outputs import TMP_SUFFIX
+from clipforge.config import ConfigError, load_settings, merge
+from clipforge.outputs import TMP_SUFFIX, safe_join
 
 TINY = ["--size", "16", "--steps", "2", "--cutn", "2", "--quiet"]
 
@@ -160,7 +161,7 @@ def test_names_are_ascii_short_and_stay_inside_the_folder(tmp_path):
         name = item.filename
         assert name.isascii() and "/" not in name and ".." not in name
         assert len(name.encode()) < 100
-        assert B.safe_join(tmp_path, name).parent == tmp_path.resolve()
+        assert safe_join(tmp_path, name).parent == tmp_path.resolve()
 
 
 def test_name_changes_with_settings_but_not_with_device():
@@ -235,13 +236,13 @@ def test_bad_options_exit_2(tmp_path, extra, message):
 def test_config_file_then_flags_then_rows(tmp_path):
     (tmp_path / "base.toml").write_text('steps = 9\ncutn = 3\nsize = "16x8"\n')
     (tmp_path / "l.csv").write_text("prompt,steps\na,\nb,4\n")
-    base = B.load_base(tmp_path / "base.toml", {"cutn": 2})
+    base = merge(load_settings(tmp_path / "base.toml"), {"cutn": 2})
     a, b = B.iter_items(B.read_rows(tmp_path / "l.csv"), base, [])
     assert (a.config.steps, a.config.cutn, a.config.size) == (9, 2, (16, 8))
     assert b.config.steps == 4
     (tmp_path / "bad.json").write_text('{"steps": 0.5}')
     with pytest.raises(ConfigError, match="steps"):
-        B.load_base(tmp_path / "bad.json", {})
+        merge(load_settings(tmp_path / "bad.json"), {})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,7 +361,7 @@ def test_ctrl_c_records_the_item_and_exits_130(tmp_path, tiny_clip_dir, monkeypa
             raise KeyboardInterrupt
         return real(cfg, cache, on_step)
 
-    monkeypatch.setattr(B, "render_item", interrupt_second)
+    monkeypatch.setattr(R, "render_item", interrupt_second)
     lst = tmp_path / "l.txt"
     lst.write_text("one\ntwo\nthree\n")
     out = tmp_path / "out"
@@ -368,7 +369,7 @@ def test_ctrl_c_records_the_item_and_exits_130(tmp_path, tiny_clip_dir, monkeypa
     assert r.exit_code == 130, r.output
     recs = _manifest(out)
     assert [(x["prompt"], x["status"]) for x in recs] == [("one", "ok"), ("two", "interrupted")]
-    monkeypatch.setattr(B, "render_item", real)
+    monkeypatch.setattr(R, "render_item", real)
     r = _cli(["batch", lst, "--out", out, "--clip", tiny_clip_dir, *TINY])
     assert r.exit_code == 0 and "2 rendered, 1 skipped" in r.stderr
 
@@ -437,7 +438,7 @@ def test_sigterm_records_the_item_and_exits_130(tmp_path, tiny_clip_dir, monkeyp
             time.sleep(5)  # the handler interrupts this
         return real(cfg, cache, on_step)
 
-    monkeypatch.setattr(B, "render_item", terminate_on_second)
+    monkeypatch.setattr(R, "render_item", terminate_on_second)
     lst = tmp_path / "l.txt"
     lst.write_text("one\ntwo\nthree\n")
     out = tmp_path / "out"

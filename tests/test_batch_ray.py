@@ -14,7 +14,7 @@ import torch
 
 ray = pytest.importorskip("ray")
 
-from clipforge import batch as B  # noqa: E402
+from clipforge.cli.batch import run_batch  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _one_thread():
@@ -37,8 +37,8 @@ def cluster():
 
 def _run(lst: Path, out: Path, clip: Path, ray_address=None, workers=None, seeds="0-1") -> int:
     options = {**OPTIONS, "clip": [str(clip)]}
-    return B._batch(lst, out, seeds, None, None, ray_address, workers, False, False, True,
-                    options)
+    return run_batch(lst, out, seeds, None, None, ray_address, workers, False, False, True,
+                     options)
 
 
 def _records(out: Path) -> dict[str, dict]:

@@ -7,7 +7,7 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from clipforge.cli_train import register
+from clipforge.cli.train import register
 
 
 @pytest.fixture(scope="module")

@@ -1,46 +1,48 @@
-"""CLI commands `train-clip`, `classify` and `score`, added to the main app by :func:`register`.
+"""``clipforge train-clip``, ``classify`` and ``score``: train a small CLIP and use one to judge.
 
-Exit codes: 0 ok, 2 usage or bad input (bad data, unknown model, unreadable image), 1 runtime
-failure, 130 interrupted.
+The commands call :mod:`clipforge.training` and :mod:`clipforge.evaluate`; training progress
+comes back through ``train(..., callback=)`` and is drawn with the shared
+:class:`~clipforge.cli.common.ProgressBars`. Exit codes come from the one mapper
+(:func:`~clipforge.cli.common.exits`): 2 bad input (bad data, unknown model, unreadable
+image), 1 a runtime failure, 130 interrupted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import Callable, List, Optional, TypeVar
+from typing import Iterator, List, Optional
 
 import typer
 
-T = TypeVar("T")
+from clipforge.cli.common import ProgressBars, exits
+from clipforge.errors import UsageError
 
 
-def _err(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-
-
-def _run(fn: Callable[[], T]) -> T:
-    """Run a command body, mapping errors to exit codes (2 bad input, 1 failure, 130 interrupt)."""
+@contextlib.contextmanager
+def _training_input() -> Iterator[None]:
+    """Treat the training code's plain ``ValueError`` (its data, config and range errors
+    predate :mod:`clipforge.errors`) as the bad input it reports."""
     try:
-        return fn()
-    except typer.Exit:
+        yield
+    except UsageError:
         raise
-    except KeyboardInterrupt:
-        _err("interrupted")
-        raise typer.Exit(130) from None
-    except (ValueError, FileNotFoundError) as e:  # DataError, ModelLoadError, ImageReadError
-        _err(str(e))
-        raise typer.Exit(2) from None
-    except Exception as e:  # noqa: BLE001 - the CLI reports any failure and exits 1
-        _err(f"{type(e).__name__}: {e}")
-        raise typer.Exit(1) from None
+    except (ValueError, FileNotFoundError) as e:
+        raise UsageError(str(e)) from e
+
+
+# the parameters classify and score share
+IMAGES = typer.Argument(..., help="Image files.")
+AS_JSON = typer.Option(False, "--json", help="One JSON object per line per image.")
 
 
 def _labels(text: str) -> list[str]:
     labels = list(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
     if len(labels) < 2:
-        raise ValueError("--labels: give at least two comma-separated labels, e.g. \"cat,dog\"")
+        raise UsageError("--labels: give at least two comma-separated labels, e.g. \"cat,dog\"",
+                         "labels")
     return labels
 
 
@@ -71,17 +73,18 @@ def train_clip(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Train a small CLIP contrastively (Radford et al. 2021) and save it in open_clip's layout."""
-
-    def body() -> None:
+    with exits(), _training_input():
         from clipforge.training.contrastive import save_model, train
 
         ckpt = checkpoint or out.with_name(out.name + ".ckpt.pt")
-        result = train(data, config, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                       resume=resume, checkpoint=ckpt, checkpoint_every=checkpoint_every,
-                       progress=progress and sys.stderr.isatty())
+        with ProgressBars(quiet=not (progress and sys.stderr.isatty())) as bars:
+            bar = bars.add("training", total=steps)
+            result = train(data, config, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                           resume=resume, checkpoint=ckpt, checkpoint_every=checkpoint_every,
+                           callback=lambda step, loss: bars.update(
+                               bar, completed=step, info=f"loss {loss:.3f}"))
         prov = {"trained_on": str(data), "seed": seed, "steps": result.step,
-                "batch_size": batch_size, "lr": lr, "config": config if isinstance(config, str)
-                else "custom"}
+                "batch_size": batch_size, "lr": lr, "config": config}
         if result.zero_shot:
             prov["zero_shot"] = result.zero_shot
         path = save_model(result.model, result.model_cfg, out,
@@ -95,20 +98,17 @@ def train_clip(
                        f"{z['shape']:.1%}, colour+shape {z['colour+shape']:.1%}")
         typer.echo(f"saved {path} (checkpoint {ckpt})")
 
-    _run(body)
-
 
 def classify(
-    images: List[Path] = typer.Argument(..., help="Image files."),
+    images: List[Path] = IMAGES,
     labels: str = typer.Option(..., "--labels", help="Comma-separated labels, e.g. \"cat,dog\"."),
     template: str = typer.Option("a photo of a {}", "--template", help="Prompt template; {} is "
                                  "replaced by each label."),
     clip: str = typer.Option("shapes", "--clip", help="CLIP model spec (see `clipforge models`)."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per line per image."),
+    as_json: bool = AS_JSON,
 ) -> None:
     """Zero-shot classify images: each label's probability, best first."""
-
-    def body() -> None:
+    with exits(), _training_input():
         import torch
 
         from clipforge.guidance.clip_models import load_embedder
@@ -116,7 +116,7 @@ def classify(
 
         labs = _labels(labels)
         if "{}" not in template:
-            raise ValueError(f"--template: {template!r} has no {{}} for the label")
+            raise UsageError(f"--template: {template!r} has no {{}} for the label", "template")
         pics = _load_images(images)
         emb = load_embedder(clip)
         with torch.no_grad():
@@ -133,11 +133,9 @@ def classify(
                     for lab, p in ranked:
                         typer.echo(f"  {p:7.2%}  {lab}")
 
-    _run(body)
-
 
 def score(
-    images: List[Path] = typer.Argument(..., help="Image files."),
+    images: List[Path] = IMAGES,
     prompt: str = typer.Option(..., "--prompt", help="The prompt the images were made from."),
     judge: str = typer.Option("shapes-judge", "--judge", help="CLIP model that scores; use one "
                               "that did not guide the images."),
@@ -145,17 +143,17 @@ def score(
                                         "(comma-separated); judging with one of them warns."),
     candidates: Optional[str] = typer.Option(None, "--candidates", help="Comma-separated other "
                                              "prompts: also report zero-shot R-precision."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per line per image."),
+    as_json: bool = AS_JSON,
 ) -> None:
     """CLIP score (100 x cosine) of images against a prompt under a judge model."""
-
-    def body() -> None:
+    with exits(), _training_input():
         import warnings
 
-        from clipforge.evaluate import SameModelWarning, check_judge, clip_score, load_judge, r_precision
+        from clipforge.evaluate import (SameModelWarning, check_judge, clip_score, load_judge,
+                                        r_precision)
 
         if not prompt.strip():
-            raise ValueError("--prompt: prompt is empty")
+            raise UsageError("--prompt: prompt is empty", "prompt")
         pics = _load_images(images)
         check_judge(judge, guide)
         emb = load_judge(judge)
@@ -181,14 +179,12 @@ def score(
                 line += f"; R-precision {sum(hits) / len(hits):.1%} over {len(cands) + 1} prompts"
             typer.echo(line)
 
-    _run(body)
-
 
 def register(app: typer.Typer) -> None:
-    """Add the `train-clip`, `classify` and `score` commands to a Typer app.
+    """Add ``train-clip``, ``classify`` and ``score`` to the app.
 
     Args:
-        app: the main clipforge CLI app.
+        app: the ``clipforge`` Typer app.
     """
     app.command("train-clip")(train_clip)
     app.command("classify")(classify)
