@@ -217,9 +217,16 @@ def test_zero_shot_and_linear_probe():
                        template=["a {}", "a photo of a {}"])
     assert probs2.shape == (24, 3)
     colours = [("red", "blue")[int(c == 2)] for c in b.colour.tolist()]
-    probe = linear_probe(r.embedder(), b.images, colours, test_images=b.images,
-                         test_labels=colours)
-    assert probe.train_accuracy >= 0.9 and probe.test_accuracy == probe.train_accuracy
+    # held out: the val split, drawn from another seed stream than the 24 training images
+    held = ShapesDataset(image_size=32, colours=("red", "blue")).split("val", 64)
+    held_colours = [("red", "blue")[int(c == 2)] for c in held.colour.tolist()]
+    probe = linear_probe(r.embedder(), b.images, colours, test_images=held.images,
+                         test_labels=held_colours)
+    majority = max(held_colours.count(c) for c in ("red", "blue")) / len(held_colours)
+    # measured: 1.0 held-out on this split (0.95 to 1.0 over six seeds); chance is 0.5
+    assert probe.train_accuracy >= 0.9
+    assert probe.test_accuracy >= 0.85, probe.test_accuracy
+    assert probe.test_accuracy >= majority + 0.25, (probe.test_accuracy, majority)
     assert set(probe.classes) == {"red", "blue"}
     with pytest.raises(ValueError, match="labels"):
         linear_probe(r.embedder(), b.images, colours[:3])
