@@ -101,7 +101,7 @@ def read_state(path: str | os.PathLike, *, format: str, required: Sequence[str],
         required: keys the dict must hold.
         error: makes the exception to raise from a message (the message does not name
             ``path``; ``error`` adds it where wanted).
-        version: the newest ``version`` this code reads (a missing version counts as 1).
+        version: the newest ``version`` this code reads (a marked file must carry one).
         unmarked: also accept a dict without any ``format`` key (files written before the
             marker existed), when it holds the required keys.
 
@@ -122,7 +122,7 @@ def read_state(path: str | os.PathLike, *, format: str, required: Sequence[str],
     marker = state.get("format") if isinstance(state, dict) else None
     if not isinstance(state, dict) or marker != format and not (unmarked and marker is None):
         raise error(f"not a {format.replace('-', ' ')}")
-    found = state.get("version", 1)
+    found = state.get("version", 1 if marker is None else None)  # only unmarked files lack it
     if not isinstance(found, int) or found > version:
         raise error(f"checkpoint version {found!r} is newer than this clipforge reads ({version})")
     missing = [k for k in required if k not in state]

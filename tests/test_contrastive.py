@@ -113,7 +113,8 @@ def test_checkpoint_format_is_checked(tmp_path):
     torch.save({**legacy, "format": "clipforge-checkpoint"}, tmp_path / "run.pt")
     with pytest.raises(DataError, match=r"run\.pt.*not a clipforge training checkpoint"):
         load_checkpoint(tmp_path / "run.pt")
-    torch.save({"format": "clipforge-training-checkpoint", "step": 1}, tmp_path / "part.pt")
+    torch.save({"format": "clipforge-training-checkpoint", "version": 1, "step": 1},
+               tmp_path / "part.pt")
     with pytest.raises(DataError, match=r"part\.pt.*incomplete.*model"):
         load_checkpoint(tmp_path / "part.pt")
 

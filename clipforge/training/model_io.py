@@ -34,11 +34,14 @@ CONFIG_DIR = Path(__file__).with_name("configs")
 class _Configs(Mapping):
     """Read-only view of the JSON configs by name; each lookup returns a fresh dict."""
 
+    def __contains__(self, name: object) -> bool:
+        return (isinstance(name, str) and "/" not in name and "\\" not in name
+                and (CONFIG_DIR / f"{name}.json").is_file())
+
     def __getitem__(self, name: str) -> dict[str, Any]:
-        path = CONFIG_DIR / f"{name}.json"
-        if "/" in name or "\\" in name or not path.is_file():
+        if name not in self:
             raise KeyError(name)
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads((CONFIG_DIR / f"{name}.json").read_text(encoding="utf-8"))
 
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(p.stem for p in CONFIG_DIR.glob("*.json")))

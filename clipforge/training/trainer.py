@@ -26,9 +26,12 @@ import torch
 import torch.nn.functional as F
 
 from clipforge.errors import ConfigError, DataError, NonFiniteLossError
+from clipforge.loop import lr_factor
 from clipforge.training.augment import Augment
-from clipforge.training.model_io import (build_model, build_tokenizer, default_preprocess,
-                                         embedder_of, image_size_of, resolve_config)
+from clipforge.training.data import make_source
+from clipforge.training.model_io import (build_model, default_preprocess, embedder_of,
+                                         image_size_of, resolve_config)
+from clipforge.training.zeroshot import shapes_zero_shot
 
 MAX_LOGIT_SCALE = math.log(100.0)
 """Upper clamp of the learned log-temperature, as in the CLIP paper."""
@@ -192,9 +195,6 @@ def train(data: str | os.PathLike, config: str | os.PathLike | Mapping[str, Any]
         ConfigError: bad arguments or model config; DataError: unusable data or checkpoint;
         NonFiniteLossError: the loss became NaN or infinite.
     """
-    from clipforge.loop import lr_factor
-    from clipforge.training.data import make_source
-
     _check_args(steps, batch_size, lr)
     model_cfg = resolve_config(config)
     ckpt = load_checkpoint(resume) if resume is not None else None
@@ -257,8 +257,6 @@ def train(data: str | os.PathLike, config: str | os.PathLike | Mapping[str, Any]
     result = TrainResult(model, model_cfg, done, losses, time.perf_counter() - t0,
                          logit_scale=float(model.logit_scale.detach().exp()), preprocess_cfg=pre)
     if str(data) == "shapes" and eval_n:
-        from clipforge.training.zeroshot import shapes_zero_shot
-
         with torch.no_grad():
             result.zero_shot = shapes_zero_shot(result.embedder(), n=eval_n)
     return result
