@@ -7,6 +7,10 @@ is written atomically with ``torch.save`` and read back with ``torch.load(weight
 (plain tensors, numbers and strings; no code runs on load). A run resumed from step k ends
 pixel-identical to the uninterrupted run with the same seed on the same device.
 
+:func:`write_state` / :func:`read_state` are that format's one writer and reader (a dict with
+a ``format`` marker and required keys); the training checkpoints of
+:mod:`clipforge.training.trainer` use them too.
+
 Usage::
 
     run = Run(cfg)
@@ -24,7 +28,7 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping, Sequence
 
 from clipforge.config import RunConfig
 from clipforge.errors import ConfigError
@@ -34,6 +38,7 @@ VERSION = 1
 # settings that may differ between the saved and the resuming run: they change where the
 # run executes or what is kept for display, not the pixels it computes
 _FREE = ("device", "save_every")
+_REQUIRED = ("config", "step", "generator", "optimizer", "cutout_rng")
 
 
 @dataclass(frozen=True)
@@ -64,12 +69,72 @@ def check_supported(run) -> None:
                           "checkpointed and resumed")
 
 
-def checkpoint_bytes(run) -> bytes:
-    """Serialize a Run's resumable state (``torch.save`` format, only tensors and plain data)."""
+def write_state(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
+    """Write a checkpoint dict with ``torch.save`` atomically (temporary file, then rename).
+
+    The one writer of run checkpoints and training checkpoints (:mod:`clipforge.training`).
+
+    Args:
+        path: the checkpoint file (its folder must exist).
+        state: tensors, numbers, strings and containers of them, with a ``format`` marker.
+    """
     import torch
 
+    from clipforge.outputs import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save(dict(state), tmp)
+    return Path(path)
+
+
+def read_state(path: str | os.PathLike, *, format: str, required: Sequence[str],
+               error: Callable[[str], Exception], version: int = 1,
+               unmarked: bool = False) -> dict[str, Any]:
+    """Read a checkpoint dict safely (``weights_only=True``) and check its marker and keys.
+
+    The one reader of run and training checkpoints; each caller names its own format and
+    turns a problem into its own error type with ``error``.
+
+    Args:
+        path: the checkpoint file.
+        format: the ``format`` marker the dict must carry.
+        required: keys the dict must hold.
+        error: makes the exception to raise from a message (the message does not name
+            ``path``; ``error`` adds it where wanted).
+        version: the newest ``version`` this code reads (a marked file must carry one).
+        unmarked: also accept a dict without any ``format`` key (files written before the
+            marker existed), when it holds the required keys.
+
+    Raises:
+        whatever ``error`` returns: the file is missing, unreadable, unsafe, of another
+            format or a newer version, or lacks a required key.
+    """
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise error("checkpoint does not exist or is not a file")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - unpickling refused, corrupt zip, truncated file
+        detail = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise error(f"cannot read checkpoint ({detail})") from None
+    marker = state.get("format") if isinstance(state, dict) else None
+    if not isinstance(state, dict) or marker != format and not (unmarked and marker is None):
+        raise error(f"not a {format.replace('-', ' ')}")
+    found = state.get("version", 1 if marker is None else None)  # only unmarked files lack it
+    if not isinstance(found, int) or found > version:
+        raise error(f"checkpoint version {found!r} is newer than this clipforge reads ({version})")
+    missing = [k for k in required if k not in state]
+    if missing:
+        raise error(f"incomplete checkpoint (no {', '.join(missing)})")
+    return state
+
+
+def run_state(run) -> dict[str, Any]:
+    """A Run's resumable state as a checkpoint dict (tensors on the CPU, plain data)."""
     check_supported(run)
-    state = {
+    return {
         "format": FORMAT,
         "version": VERSION,
         "config": run.config.to_json(),
@@ -78,8 +143,14 @@ def checkpoint_bytes(run) -> bytes:
         "optimizer": _to_cpu(run.opt.state_dict()),
         "cutout_rng": run.guide.generator.get_state(),
     }
+
+
+def checkpoint_bytes(run) -> bytes:
+    """Serialize a Run's resumable state (``torch.save`` format, only tensors and plain data)."""
+    import torch
+
     buf = io.BytesIO()
-    torch.save(state, buf)
+    torch.save(run_state(run), buf)
     return buf.getvalue()
 
 
@@ -90,9 +161,7 @@ def save_checkpoint(run, path: str | os.PathLike) -> Path:
         run: a :class:`~clipforge.runner.Run` between two steps (e.g. right after a Step).
         path: the checkpoint file.
     """
-    from clipforge.outputs import atomic_write_bytes
-
-    return atomic_write_bytes(path, checkpoint_bytes(run))
+    return write_state(path, run_state(run))
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
@@ -102,29 +171,15 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         ConfigError: (field ``resume``) the file is missing, not a clipforge checkpoint, or of
             a newer version.
     """
-    import pickle
+    def error(message: str) -> ConfigError:
+        return ConfigError("resume", f"{str(path)!r}: {message}")
 
-    import torch
-
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError("resume", f"checkpoint {str(p)!r} does not exist or is not a file")
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, OSError, ValueError) as e:
-        raise ConfigError("resume", f"cannot read checkpoint {str(p)!r}: "
-                          f"{str(e).splitlines()[0][:200] if str(e) else type(e).__name__}") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ConfigError("resume", f"{str(p)!r} is not a clipforge checkpoint")
-    version = state.get("version")
-    if not isinstance(version, int) or version > VERSION:
-        raise ConfigError("resume", f"{str(p)!r}: checkpoint version {version!r} is newer than "
-                          f"this clipforge reads ({VERSION})")
+    state = read_state(path, format=FORMAT, required=_REQUIRED, error=error, version=VERSION)
     try:
         return Checkpoint(RunConfig.from_json(state["config"]), int(state["step"]),
                           state["generator"], state["optimizer"], state["cutout_rng"])
     except (KeyError, TypeError) as e:
-        raise ConfigError("resume", f"{str(p)!r}: incomplete checkpoint ({e})") from None
+        raise error(f"incomplete checkpoint ({e})") from None
 
 
 def check_compatible(saved: RunConfig, cfg: RunConfig) -> None:
@@ -177,5 +232,6 @@ def default_path(png: str | os.PathLike) -> Path:
     return Path(png).with_suffix(".ckpt")
 
 
-__all__ = ["Checkpoint", "check_supported", "save_checkpoint", "load_checkpoint", "restore", "check_compatible",
-           "checkpoint_bytes", "default_path"]
+__all__ = ["Checkpoint", "check_supported", "save_checkpoint", "load_checkpoint", "restore",
+           "check_compatible", "checkpoint_bytes", "run_state", "write_state", "read_state",
+           "default_path"]

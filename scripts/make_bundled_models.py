@@ -14,6 +14,7 @@ float16 weights) with its held-out zero-shot accuracy recorded under "clipforge"
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -31,24 +32,48 @@ RECIPES = {
                      "lr": 2e-3},
 }
 
+
 def make(name: str, out: Path, progress: bool, checkpoint_dir: Path | None = None) -> dict:
     """Train one bundled model and write it to ``out / name``; return its provenance."""
-    from clipforge.training.contrastive import save_model, train
+    from clipforge.training.model_io import save_model
+    from clipforge.training.trainer import train
 
     r = RECIPES[name]
-    result = train("shapes", r["config"], steps=r["steps"], batch_size=r["batch_size"],
-                   lr=r["lr"], seed=r["seed"], progress=progress, eval_n=1024,
-                   checkpoint=None if checkpoint_dir is None else checkpoint_dir / f"{name}.ckpt.pt",
-                   checkpoint_every=100,
-                   resume=None if checkpoint_dir is None or not (checkpoint_dir / f"{name}.ckpt.pt").is_file()
-                   else checkpoint_dir / f"{name}.ckpt.pt")
+    ckpt = None if checkpoint_dir is None else checkpoint_dir / f"{name}.ckpt.pt"
+    with _progress_bar(name, r["steps"], progress) as on_step:
+        result = train("shapes", r["config"], steps=r["steps"], batch_size=r["batch_size"],
+                       lr=r["lr"], seed=r["seed"], eval_n=1024, checkpoint=ckpt,
+                       checkpoint_every=100,
+                       resume=ckpt if ckpt is not None and ckpt.is_file() else None,
+                       callback=on_step)
     prov = {"trained_on": "shapes", **r, "train_seconds": round(result.seconds, 1),
-            "final_loss": round(result.losses[-1], 4),
+            # None when a finished checkpoint was resumed: no step ran in this call
+            "final_loss": round(result.losses[-1], 4) if result.losses else None,
             "logit_scale": round(result.logit_scale, 2), "zero_shot": result.zero_shot,
             "recipe": "scripts/make_bundled_models.py"}
     save_model(result.model, result.model_cfg, out / name, preprocess_cfg=result.preprocess_cfg,
                provenance=prov)
     return prov
+
+
+@contextlib.contextmanager
+def _progress_bar(name: str, total: int, enabled: bool):
+    """Yield a ``callback(step, loss)`` for :func:`train` that draws a rich bar on stderr."""
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn(),
+                  console=Console(stderr=True)) as bar:
+        task = bar.add_task(name, total=total)
+
+        def on_step(step: int, loss: float) -> None:
+            bar.update(task, completed=step, description=f"{name} loss {loss:.3f}")
+
+        yield on_step
 
 
 def main(argv: list[str] | None = None) -> int:

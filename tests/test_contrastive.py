@@ -8,9 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from clipforge.training.contrastive import (
-    MAX_LOGIT_SCALE, Augment, DataError, contrastive_loss, linear_probe, load_checkpoint,
-    load_model_dir, read_pairs, save_checkpoint, save_model, train, zero_shot)
+from clipforge.errors import DataError
+from clipforge.outputs import TMP_SUFFIX
+from clipforge.training.augment import Augment
+from clipforge.training.data import read_pairs
+from clipforge.training.model_io import load_model_dir, save_model
+from clipforge.training.trainer import (MAX_LOGIT_SCALE, contrastive_loss, load_checkpoint,
+                                        save_checkpoint, train)
+from clipforge.training.zeroshot import linear_probe, zero_shot
 
 TINY = dict(steps=6, batch_size=16, lr=3e-3, eval_n=0)
 
@@ -79,7 +84,7 @@ def test_resume_continues_from_saved_step(tmp_path):
     with pytest.raises(Killed):  # an interrupted run: its checkpoint at step 4 survives
         train("shapes", "tiny", checkpoint=ck, checkpoint_every=2, callback=kill_at_4, **TINY)
     assert load_checkpoint(ck)["step"] == 4
-    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]  # atomic writes
+    assert not [p for p in os.listdir(tmp_path) if p.endswith((".tmp", TMP_SUFFIX))]  # atomic writes
     rest = train("shapes", "tiny", resume=ck, **TINY)
     assert rest.step == 6 and len(rest.losses) == 2
     assert seen + rest.losses == pytest.approx(full.losses, rel=1e-4)
@@ -94,6 +99,24 @@ def test_checkpoint_loading_is_safe(tmp_path):
         load_checkpoint(bad)
     with pytest.raises(DataError, match="missing.pt"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_checkpoint_format_is_checked(tmp_path):
+    """Training checkpoints carry their own marker; unmarked ones from before still load."""
+    ck = tmp_path / "c.pt"
+    train("shapes", "tiny", checkpoint=ck, **{**TINY, "steps": 1})
+    state = load_checkpoint(ck)
+    assert state["format"] == "clipforge-training-checkpoint" and state["step"] == 1
+    legacy = {k: v for k, v in state.items() if k not in ("format", "version")}
+    torch.save(legacy, tmp_path / "old.pt")
+    assert load_checkpoint(tmp_path / "old.pt")["step"] == 1
+    torch.save({**legacy, "format": "clipforge-checkpoint"}, tmp_path / "run.pt")
+    with pytest.raises(DataError, match=r"run\.pt.*not a clipforge training checkpoint"):
+        load_checkpoint(tmp_path / "run.pt")
+    torch.save({"format": "clipforge-training-checkpoint", "version": 1, "step": 1},
+               tmp_path / "part.pt")
+    with pytest.raises(DataError, match=r"part\.pt.*incomplete.*model"):
+        load_checkpoint(tmp_path / "part.pt")
 
 
 def test_folder_data_trains(tmp_path):
@@ -181,7 +204,7 @@ def test_saved_folder_is_open_clip_hub_layout(tmp_path):
     single = save_model(r.model, r.model_cfg, tmp_path / "m.safetensors")
     emb = load_model_dir(single)
     assert emb.encode_text(["a red circle"]).shape == (1, 32)
-    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+    assert not [p for p in os.listdir(tmp_path) if p.endswith((".tmp", TMP_SUFFIX))]
 
 
 def test_zero_shot_and_linear_probe():
@@ -195,9 +218,16 @@ def test_zero_shot_and_linear_probe():
                        template=["a {}", "a photo of a {}"])
     assert probs2.shape == (24, 3)
     colours = [("red", "blue")[int(c == 2)] for c in b.colour.tolist()]
-    probe = linear_probe(r.embedder(), b.images, colours, test_images=b.images,
-                         test_labels=colours)
-    assert probe.train_accuracy >= 0.9 and probe.test_accuracy == probe.train_accuracy
+    # held out: the val split, drawn from another seed stream than the 24 training images
+    held = ShapesDataset(image_size=32, colours=("red", "blue")).split("val", 64)
+    held_colours = [("red", "blue")[int(c == 2)] for c in held.colour.tolist()]
+    probe = linear_probe(r.embedder(), b.images, colours, test_images=held.images,
+                         test_labels=held_colours)
+    majority = max(held_colours.count(c) for c in ("red", "blue")) / len(held_colours)
+    # measured: 1.0 held-out on this split (0.95 to 1.0 over six seeds); chance is 0.5
+    assert probe.train_accuracy >= 0.9
+    assert probe.test_accuracy >= 0.85, probe.test_accuracy
+    assert probe.test_accuracy >= majority + 0.25, (probe.test_accuracy, majority)
     assert set(probe.classes) == {"red", "blue"}
     with pytest.raises(ValueError, match="labels"):
         linear_probe(r.embedder(), b.images, colours[:3])
@@ -207,7 +237,7 @@ def test_bundled_models_reach_reported_accuracy():
     """The bundled guide and judge load through the project's loader and score as recorded."""
     from clipforge.guidance.clip_models import load_embedder
     from clipforge.pretrained import ASSETS
-    from clipforge.training.contrastive import shapes_zero_shot
+    from clipforge.training.zeroshot import shapes_zero_shot
 
     # measured on the bundled models (1024 val images): colour 100% / 99.9%, shape 99.5% / 99.8%
     for name, floor in (("shapes", {"colour": 0.99, "shape": 0.98, "colour+shape": 0.98}),
@@ -234,3 +264,37 @@ def test_recipe_script_trains_good_models(tmp_path):
     for name in ("shapes", "shapes-judge"):
         zs = json.loads((tmp_path / name / "open_clip_config.json").read_text())["clipforge"]["zero_shot"]
         assert zs["colour"] >= 0.95 and zs["shape"] >= 0.95, (name, zs)
+
+
+def test_configs_are_json_data_shipped_in_the_wheel():
+    """The small configs are one JSON file each, read by name, and package-data ships them."""
+    import fnmatch
+
+    from clipforge.training.model_io import CONFIG_DIR, CONFIGS, resolve_config
+
+    names = {"shapes-rn-s", "shapes-rn-xs", "shapes-vit-s", "shapes-vit-xs", "tiny"}
+    assert set(CONFIGS) == names == {p.stem for p in CONFIG_DIR.glob("*.json")}
+    tiny = resolve_config("tiny")
+    assert tiny == json.loads((CONFIG_DIR / "tiny.json").read_text())
+    assert tiny["vision_cfg"]["image_size"] == 32
+    tiny["embed_dim"] = 1  # a caller's copy: the next lookup is unchanged
+    assert resolve_config("tiny")["embed_dim"] == 32 and CONFIGS["tiny"]["embed_dim"] == 32
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    root = Path(__file__).resolve().parents[1]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]["clipforge"]
+    for p in CONFIG_DIR.glob("*.json"):
+        rel = p.relative_to(root / "clipforge").as_posix()
+        assert any(fnmatch.fnmatch(rel, pat) for pat in patterns), rel
+
+
+def test_old_import_path_reexports_the_split_modules():
+    from clipforge.guidance.embedders import ClipEmbedder
+    from clipforge.training import contrastive, model_io, trainer, zeroshot
+
+    assert contrastive.save_model is model_io.save_model
+    assert contrastive.linear_probe is zeroshot.linear_probe
+    assert contrastive.load_checkpoint is trainer.load_checkpoint
+    assert contrastive.DataError is DataError
+    r = contrastive.train("shapes", "tiny", progress=False, **{**TINY, "steps": 1})
+    assert isinstance(r.embedder(), ClipEmbedder) and not r.embedder().frozen
