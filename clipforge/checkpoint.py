@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from clipforge.config import RunConfig
-from clipforge.errors import ConfigError
+from clipforge.errors import ConfigError, first_line
 
 FORMAT = "clipforge-checkpoint"
 VERSION = 1
@@ -117,8 +117,7 @@ def read_state(path: str | os.PathLike, *, format: str, required: Sequence[str],
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - unpickling refused, corrupt zip, truncated file
-        detail = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-        raise error(f"cannot read checkpoint ({detail})") from None
+        raise error(f"cannot read checkpoint ({first_line(e)})") from None
     marker = state.get("format") if isinstance(state, dict) else None
     if not isinstance(state, dict) or marker != format and not (unmarked and marker is None):
         raise error(f"not a {format.replace('-', ' ')}")

@@ -71,6 +71,18 @@ class DiskError(RunError):
     """Writing an output failed (full disk, read-only or vanished folder)."""
 
 
+def first_line(err: BaseException, limit: int = 200) -> str:
+    """``TypeName: first line of the message`` (cut at ``limit`` characters), to quote a
+    library's exception inside one of ours without its traceback.
+
+    Args:
+        err: the exception to quote.
+        limit: the most characters of its message kept.
+    """
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0][:limit]}" if text else type(err).__name__
+
+
 def exit_code(exc: BaseException) -> int:
     """The CLI's exit code for an exception: 2 bad input, 130 interrupted, 1 anything else."""
     if isinstance(exc, KeyboardInterrupt):
@@ -82,4 +94,4 @@ def exit_code(exc: BaseException) -> int:
 
 __all__ = ["UsageError", "ConfigError", "ModelLoadError", "ImageReadError", "WeightsError",
            "DataError", "RunError", "NonFiniteLossError", "RunOutOfMemoryError", "DiskError",
-           "exit_code", "EXIT_OK", "EXIT_RUNTIME", "EXIT_USAGE", "EXIT_INTERRUPTED"]
+           "exit_code", "first_line", "EXIT_OK", "EXIT_RUNTIME", "EXIT_USAGE", "EXIT_INTERRUPTED"]

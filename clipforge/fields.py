@@ -163,3 +163,16 @@ def check_field(f: dataclasses.Field, value: Any) -> None:
         raise ConfigError(name, f"{value!r} is not one of {', '.join(meta['choices'])}")
 
 
+def check_multiple(width: int, height: int, multiple: int, maker: str) -> None:
+    """Refuse a size whose sides are not multiples of ``multiple``, naming the nearest allowed.
+
+    Args:
+        width: image width in pixels.
+        height: image height in pixels.
+        multiple: what every side must be a multiple of.
+        maker: who makes the sizes, for the message (``generator 'vae' with this model``).
+    """
+    if width % multiple or height % multiple:
+        near = [max(multiple, round(side / multiple) * multiple) for side in (width, height)]
+        raise ConfigError("size", f"{width}x{height}: {maker} makes sizes that are multiples "
+                          f"of {multiple}; nearest allowed: {near[0]}x{near[1]}")

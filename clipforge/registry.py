@@ -86,11 +86,10 @@ def check_generator(name: str, width: int, height: int, options: dict[str, Any] 
 
 def check_size(name: str, width: int, height: int) -> None:
     """Raise ConfigError naming the nearest allowed size if the generator cannot make this one."""
-    m = getattr(generator_class(name), "size_multiple", 1)
-    if width % m or height % m:
-        near = (max(m, round(width / m) * m), max(m, round(height / m) * m))
-        raise ConfigError("size", f"{width}x{height}: generator {name!r} makes sizes that are "
-                          f"multiples of {m}; nearest allowed: {near[0]}x{near[1]}")
+    from clipforge.fields import check_multiple
+
+    check_multiple(width, height, getattr(generator_class(name), "size_multiple", 1),
+                   f"generator {name!r}")
 
 
 def check_options(name: str, options: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ import os
 import struct
 from pathlib import Path
 
-from clipforge.errors import WeightsError
+from clipforge.errors import WeightsError, first_line
 
 
 def sniff_format(path: str | os.PathLike) -> str:
@@ -55,7 +55,7 @@ def load_state_dict(path: str | os.PathLike, device: str = "cpu") -> dict:
         raise
     except Exception as e:  # torch's UnpicklingError, safetensors' errors, zip errors
         raise WeightsError(f"cannot load weights file {str(path)!r} ({fmt}): "
-                           f"{type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
+                           f"{first_line(e, 300)}") from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(sd, dict) and isinstance(sd.get(key), dict):
             sd = sd[key]

@@ -286,15 +286,3 @@ def test_configs_are_json_data_shipped_in_the_wheel():
     for p in CONFIG_DIR.glob("*.json"):
         rel = p.relative_to(root / "clipforge").as_posix()
         assert any(fnmatch.fnmatch(rel, pat) for pat in patterns), rel
-
-
-def test_old_import_path_reexports_the_split_modules():
-    from clipforge.guidance.embedders import ClipEmbedder
-    from clipforge.training import contrastive, model_io, trainer, zeroshot
-
-    assert contrastive.save_model is model_io.save_model
-    assert contrastive.linear_probe is zeroshot.linear_probe
-    assert contrastive.load_checkpoint is trainer.load_checkpoint
-    assert contrastive.DataError is DataError
-    r = contrastive.train("shapes", "tiny", progress=False, **{**TINY, "steps": 1})
-    assert isinstance(r.embedder(), ClipEmbedder) and not r.embedder().frozen

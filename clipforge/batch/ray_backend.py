@@ -17,7 +17,7 @@ from clipforge.batch.items import Item
 from clipforge.batch.progress import Progress, Silent
 from clipforge.batch.runner import Batch, Rendered, render_item
 from clipforge.config import RunConfig
-from clipforge.errors import ConfigError
+from clipforge.errors import ConfigError, first_line
 
 
 class RayWorker:
@@ -126,7 +126,7 @@ def _ray_loop(ray, batch: Batch, items: Iterable[Item], progress: Progress,
                     if actors[slot] is actor:  # replace the dead worker (once)
                         actors[slot] = actor_cls.remote(threads)
                     result = Rendered("failed", time.perf_counter() - t0,
-                                      error=f"worker died: {str(e).splitlines()[0]}")
+                                      error=f"worker died: {first_line(e)}")
                 except ray.exceptions.RayError as e:
                     result = Rendered("failed", time.perf_counter() - t0,
                                       error=f"{type(e).__name__}: {e}")

@@ -55,7 +55,7 @@ def convert_vqgan(ckpt: Path = typer.Argument(..., help="taming-transformers .ck
                   ) -> None:
     """Convert a taming-transformers VQGAN (.ckpt + .yaml) into a diffusers VQModel folder."""
     with exits():
-        from clipforge.generators.vqgan import convert_taming_checkpoint
+        from clipforge.generators.taming import convert_taming_checkpoint
 
         folder = convert_taming_checkpoint(ckpt, config, out)
     echo_err(f"wrote {folder}; use it with --generator vqgan --generator-options "

@@ -9,28 +9,15 @@ image), 1 a runtime failure, 130 interrupted.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import List, Optional
 
 import typer
 
 from clipforge.cli.common import ProgressBars, exits
 from clipforge.errors import UsageError
-
-
-@contextlib.contextmanager
-def _training_input() -> Iterator[None]:
-    """Treat the training code's plain ``ValueError`` (its data, config and range errors
-    predate :mod:`clipforge.errors`) as the bad input it reports."""
-    try:
-        yield
-    except UsageError:
-        raise
-    except (ValueError, FileNotFoundError) as e:
-        raise UsageError(str(e)) from e
 
 
 # the parameters classify and score share
@@ -73,8 +60,9 @@ def train_clip(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Train a small CLIP contrastively (Radford et al. 2021) and save it in open_clip's layout."""
-    with exits(), _training_input():
-        from clipforge.training.contrastive import save_model, train
+    with exits():
+        from clipforge.training.model_io import save_model
+        from clipforge.training.trainer import train
 
         ckpt = checkpoint or out.with_name(out.name + ".ckpt.pt")
         with ProgressBars(quiet=not (progress and sys.stderr.isatty())) as bars:
@@ -108,11 +96,11 @@ def classify(
     as_json: bool = AS_JSON,
 ) -> None:
     """Zero-shot classify images: each label's probability, best first."""
-    with exits(), _training_input():
+    with exits():
         import torch
 
         from clipforge.guidance.clip_models import load_embedder
-        from clipforge.training.contrastive import text_classifier
+        from clipforge.training.zeroshot import text_classifier
 
         labs = _labels(labels)
         if "{}" not in template:
@@ -146,7 +134,7 @@ def score(
     as_json: bool = AS_JSON,
 ) -> None:
     """CLIP score (100 x cosine) of images against a prompt under a judge model."""
-    with exits(), _training_input():
+    with exits():
         import warnings
 
         from clipforge.evaluate import (SameModelWarning, check_judge, clip_score, load_judge,

@@ -18,6 +18,8 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from clipforge.errors import UsageError
+
 DEFAULT_JUDGE = "shapes-judge"
 
 
@@ -92,10 +94,10 @@ def _prompts(prompts: str | Sequence[str], n: int) -> list[str]:
         prompts = [prompts] * n
     prompts = list(prompts)
     if len(prompts) != n:
-        raise ValueError(f"prompts: {len(prompts)} prompts for {n} images (give one, or one per image)")
+        raise UsageError(f"prompts: {len(prompts)} prompts for {n} images (give one, or one per image)")
     for p in prompts:
         if not isinstance(p, str) or not p.strip():
-            raise ValueError("prompt is empty")
+            raise UsageError("prompt is empty")
     return prompts
 
 
@@ -103,10 +105,10 @@ def _check_images(images) -> None:
     import torch
 
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"images: expected a (N, 3, H, W) tensor in [0, 1], got "
+        raise UsageError(f"images: expected a (N, 3, H, W) tensor in [0, 1], got "
                          f"{getattr(images, 'shape', type(images).__name__)}")
     if images.shape[0] == 0:
-        raise ValueError("images: no images given")
+        raise UsageError("images: no images given")
 
 
 def clip_score(images, prompts: str | Sequence[str], judge: Any = DEFAULT_JUDGE, *,
@@ -164,10 +166,10 @@ def r_precision(images, prompts: str | Sequence[str], judge: Any = DEFAULT_JUDGE
     prompts = _prompts(prompts, images.shape[0])
     cands = list(dict.fromkeys(list(candidates or []) + prompts))
     if len(cands) < 2:
-        raise ValueError("candidates: R-precision needs at least 2 distinct prompts to rank "
+        raise UsageError("candidates: R-precision needs at least 2 distinct prompts to rank "
                          "(give several prompts or --candidates)")
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < len(cands):
-        raise ValueError(f"k: {k!r} is out of range; allowed: 1 to {len(cands) - 1}")
+        raise UsageError(f"k: {k!r} is out of range; allowed: 1 to {len(cands) - 1}")
     check_judge(judge, guide)
     emb = load_judge(judge, device)
     with torch.no_grad():

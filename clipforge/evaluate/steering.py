@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from clipforge.errors import UsageError
 from clipforge.training.shapes import COLOUR_NAMES, PHRASINGS, PHRASINGS_BG, SHAPES
 
 
@@ -118,7 +119,7 @@ def steer(generator: str, cases: Sequence[Case], *, clip: str = "shapes",
     from clipforge.runner import run
 
     if judge == clip:
-        raise ValueError("judge: the judge must not be the guide (it would reward "
+        raise UsageError("judge: the judge must not be the guide (it would reward "
                          "adversarial images)")
     cache = cache or ModelCache()
     combos = [(c, s) for c in COLOUR_NAMES for s in SHAPES]

@@ -29,7 +29,8 @@ from clipforge import pretrained
 from clipforge.config import MAX_CUTN
 from clipforge.errors import ConfigError
 from clipforge.fields import check_field
-from clipforge.generators.hub import check_factor, first_line
+from clipforge.errors import first_line
+from clipforge.generators.hub import check_factor
 
 SCHEDULERS = ("ddim", "dpm++", "dpm++-sde")
 DTYPES = ("auto", "float32", "bfloat16")

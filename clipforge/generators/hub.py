@@ -14,20 +14,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from clipforge.errors import ConfigError
+from clipforge.errors import ConfigError, first_line
+from clipforge.fields import check_multiple
 
 DIFFUSERS_FILES = "config.json and diffusion_pytorch_model.safetensors"
-
-
-def first_line(err: BaseException, limit: int = 200) -> str:
-    """``TypeName: first line of the message`` (cut at ``limit`` characters), for error texts.
-
-    Args:
-        err: the exception to quote.
-        limit: the most characters of its message kept.
-    """
-    text = str(err)
-    return f"{type(err).__name__}: {text.splitlines()[0][:limit] if text else ''}"
 
 
 def is_local_path(model: str) -> bool:
@@ -161,9 +151,4 @@ def check_factor(generator: str, width: int, height: int, factor: int) -> None:
         height: image height in pixels.
         factor: the multiple every side must be.
     """
-    if width % factor or height % factor:
-        near = (max(factor, round(width / factor) * factor),
-                max(factor, round(height / factor) * factor))
-        raise ConfigError("size", f"{width}x{height}: generator {generator!r} with this model "
-                          f"makes sizes that are multiples of {factor}; nearest allowed: "
-                          f"{near[0]}x{near[1]}")
+    check_multiple(width, height, factor, f"generator {generator!r} with this model")

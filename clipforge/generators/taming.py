@@ -20,8 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from clipforge.errors import ConfigError, WeightsError
-from clipforge.generators.hub import first_line
+from clipforge.errors import ConfigError, WeightsError, first_line
 from clipforge.outputs import atomic_dir
 from clipforge.weights import load_state_dict, sniff_format
 

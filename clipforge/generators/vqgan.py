@@ -6,8 +6,7 @@ the VQGAN+CLIP notebooks did; ``quantize=False`` decodes the continuous latent i
 (smoother, but off the decoder's training distribution). The initial latent is a grid of random
 codes. Any diffusers-format ``VQModel`` loads (hub id, local folder, ``subfolder``); a
 taming-transformers checkpoint (``.ckpt`` + ``.yaml``) is converted once with
-:func:`clipforge.generators.taming.convert_taming_checkpoint` (also importable from here, where
-users of this generator look for it).
+:func:`clipforge.generators.taming.convert_taming_checkpoint`.
 Origin: Esser et al. 2021, "Taming Transformers for High-Resolution Image Synthesis";
 VQGAN+CLIP, Crowson et al. 2022, "VQGAN-CLIP: Open Domain Image Generation and Editing with
 Natural Language Guidance".
@@ -22,10 +21,9 @@ from clipforge.errors import ConfigError
 from clipforge.generators.clamp import clamp_with_grad
 from clipforge.generators.draw import randint
 from clipforge.generators.hub import check_factor, load_diffusers_model, read_model_config
-from clipforge.generators.taming import convert_taming_checkpoint
 from clipforge.images import fit_image
 
-__all__ = ["VqganGenerator", "quantize_straight_through", "convert_taming_checkpoint"]
+__all__ = ["VqganGenerator", "quantize_straight_through"]
 
 
 def quantize_straight_through(z: Tensor, codebook: Tensor) -> Tensor:

@@ -1,0 +1,1 @@
+"""Guidance: what scores an image against prompts (embedders, cutouts, losses, the Guide)."""

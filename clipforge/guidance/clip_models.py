@@ -27,7 +27,7 @@ from typing import Sequence
 import torch
 
 from clipforge import pretrained
-from clipforge.errors import ModelLoadError, WeightsError
+from clipforge.errors import ModelLoadError, WeightsError, first_line
 from clipforge.guidance.embedders import OPENAI_MEAN, OPENAI_STD, ClipEmbedder, Ensemble, \
     split_weight
 
@@ -165,8 +165,8 @@ def load_embedder(spec: str, device: str | torch.device = "cpu") -> ClipEmbedder
 
 def _download_hint(name: str, err: Exception) -> str:
     arch = name.partition(":")[0]
-    return (f"clip {name!r}: could not fetch the weights ({type(err).__name__}: "
-            f"{str(err).splitlines()[0][:200] if str(err) else ''}). If this machine is offline, "
+    return (f"clip {name!r}: could not fetch the weights ({first_line(err)}). If this machine "
+            "is offline, "
             f"download open_clip_pytorch_model.bin (or open_clip_model.safetensors) on another "
             f"machine and pass `--clip {arch}:/path/to/that/file`, or a folder holding it with "
             "open_clip_config.json.")

@@ -6,8 +6,7 @@
 - :mod:`.data`: (image, caption) pairs from disk and the batch sources;
 - :mod:`.augment`: training augmentation;
 - :mod:`.trainer`: the contrastive loss and :func:`~.trainer.train`;
-- :mod:`.zeroshot`: zero-shot classification and the linear probe (no trainer needed);
-- :mod:`.contrastive`: the old import path, re-exporting the above.
+- :mod:`.zeroshot`: zero-shot classification and the linear probe (no trainer needed).
 
 Nothing is imported here, so ``import clipforge.training.shapes`` stays light.
 """

@@ -20,6 +20,8 @@ from typing import Iterator, Sequence
 
 import torch
 
+from clipforge.errors import UsageError
+
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star")
 """Shape names, in label order."""
 
@@ -66,10 +68,10 @@ def caption(shape: str, colour: str, background: str | None = None, phrasing: in
         phrasing: index into the phrasings (taken modulo their number).
     """
     if shape not in SHAPES:
-        raise ValueError(f"shape: {shape!r} is not one of {', '.join(SHAPES)}")
+        raise UsageError(f"shape: {shape!r} is not one of {', '.join(SHAPES)}")
     for name, value in (("colour", colour), ("background", background)):
         if value is not None and value not in COLOURS:
-            raise ValueError(f"{name}: {value!r} is not one of {', '.join(COLOUR_NAMES)}")
+            raise UsageError(f"{name}: {value!r} is not one of {', '.join(COLOUR_NAMES)}")
     if background is None:
         return PHRASINGS[phrasing % len(PHRASINGS)].format(s=shape, c=colour)
     return PHRASINGS_BG[phrasing % len(PHRASINGS_BG)].format(s=shape, c=colour, b=background)
@@ -217,13 +219,13 @@ class ShapesDataset:
                  colours: Sequence[str] = COLOUR_NAMES, background_prob: float = 0.5,
                  jitter: float = 0.04):
         if not isinstance(image_size, int) or not 32 <= image_size <= 256:
-            raise ValueError(f"image_size: {image_size!r} is out of range; allowed: 32 to 256")
+            raise UsageError(f"image_size: {image_size!r} is out of range; allowed: 32 to 256")
         bad = [s for s in shapes if s not in SHAPES] + [c for c in colours if c not in COLOURS]
         if bad:
-            raise ValueError(f"unknown shape or colour {bad[0]!r}; shapes: {', '.join(SHAPES)}; "
+            raise UsageError(f"unknown shape or colour {bad[0]!r}; shapes: {', '.join(SHAPES)}; "
                              f"colours: {', '.join(COLOUR_NAMES)}")
         if len(colours) < 2:
-            raise ValueError("colours: need at least 2 (the background differs from the shape)")
+            raise UsageError("colours: need at least 2 (the background differs from the shape)")
         self.image_size = image_size
         self.shapes = tuple(shapes)
         self.colours = tuple(colours)
@@ -288,5 +290,5 @@ class ShapesDataset:
     @staticmethod
     def _split_seed(seed: int, split: str) -> int:
         if split not in SPLIT_SEEDS:
-            raise ValueError(f"split: {split!r} is not one of {', '.join(SPLIT_SEEDS)}")
+            raise UsageError(f"split: {split!r} is not one of {', '.join(SPLIT_SEEDS)}")
         return (int(seed) * 7919 + SPLIT_SEEDS[split]) % (2**63 - 1)
