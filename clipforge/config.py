@@ -147,6 +147,20 @@ class RunConfig:
         return cls(**merge(data))
 
     @classmethod
+    def from_settings(cls, *layers: Mapping[str, Any] | "RunConfig" | None) -> "RunConfig":
+        """The config of what a user gave: RunConfig's defaults, then the recommended settings
+        of the guide and generator chosen (:func:`clipforge.pretrained.recommended`: the bundled
+        ``shapes`` guide has its own measured size, steps and so on; a real ViT-B-32 has none),
+        then the layers (see :func:`merge`), later ones winning. A layer that is a whole config
+        (a PNG's, a checkpoint's) fixes every field, so ``--from`` repeats a run exactly."""
+        from clipforge.pretrained import recommended
+
+        given = merge(*layers)
+        clip = given.get("clip", default_of(FIELDS["clip"]))
+        generator = given.get("generator", default_of(FIELDS["generator"]))
+        return cls(**merge(recommended(clip, generator), given))
+
+    @classmethod
     def from_json(cls, text: str) -> "RunConfig":
         """Build from JSON text (plain settings or the versioned wrapper of :meth:`to_json`)."""
         return cls.from_dict(parse_json_object(text, "config"))

@@ -123,3 +123,19 @@ def test_newer_version_refused():
 def test_replace_validates_again():
     with pytest.raises(ConfigError):
         cfg().replace(cutn=0)
+
+
+def test_from_settings_puts_the_guides_recommended_settings_under_what_was_given():
+    from clipforge.pretrained import recommended
+
+    rec = recommended(["shapes"], "fourier")
+    assert rec, "the bundled guide recommends settings for fourier"
+    c = RunConfig.from_settings({"prompt": "x", "generator": "fourier"})
+    assert all(getattr(c, k) == v for k, v in rec.items())
+    mine = RunConfig.from_settings({"prompt": "x", "generator": "fourier", "lr": 0.3})
+    assert mine.lr == 0.3  # what the user gave wins
+    other = RunConfig.from_settings({"prompt": "x", "generator": "fourier",
+                                     "clip": ["ViT-B-32:random"]})
+    assert other.lr == RunConfig(prompt="x").lr  # a real CLIP keeps the global defaults
+    saved = RunConfig(prompt="x", generator="fourier", lr=0.07)
+    assert RunConfig.from_settings(saved) == saved  # a whole config repeats exactly

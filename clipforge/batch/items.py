@@ -173,7 +173,7 @@ def expand_row(row: Row, base: Mapping[str, Any], seeds: list[int],
             if -1 in row_seeds:
                 raise ConfigError("seed", "-1 (random) cannot be used in a batch: every item "
                                   "needs a fixed seed so that a re-run finds it; use --seeds")
-            cfgs = [RunConfig(**{**settings, "seed": seed}) for seed in row_seeds]
+            cfgs = [RunConfig.from_settings(settings, {"seed": seed}) for seed in row_seeds]
     except _ITEM_ERRORS as e:
         yield Item(row.index, row.line, invalid,
                    label=label if isinstance(label, str) else None,
@@ -231,7 +231,7 @@ def check_shared(base: Mapping[str, Any], row: Row) -> None:
     except _ITEM_ERRORS:
         return  # the row's own fault: only its items fail
     try:
-        RunConfig(**merge(base, values))
+        RunConfig.from_settings(base, values)
     except _ITEM_ERRORS as e:
         name = getattr(e, "field", None)
         fields = {"width", "height"} if name == "size" else {name}

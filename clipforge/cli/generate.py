@@ -16,7 +16,7 @@ import typer
 
 from clipforge.cli.common import ProgressBars, echo_err, report, sigterm_as_interrupt
 from clipforge.cli.options import argument, command, config_parameters, flag_settings, option
-from clipforge.config import RunConfig, field_help, merge
+from clipforge.config import RunConfig, field_help
 from clipforge.errors import EXIT_OK, ConfigError
 
 
@@ -50,7 +50,7 @@ def _generate(prompt: Optional[str], from_png: Optional[Path], out: Optional[Pat
             saved = read_config(from_png)
         else:
             saved = ckpt.config if ckpt is not None else None
-        cfg = RunConfig(**merge(saved, flag_settings(flags), {"prompt": prompt}))
+        cfg = RunConfig.from_settings(saved, flag_settings(flags), {"prompt": prompt})
     except Exception as e:  # noqa: BLE001 - reported by the one mapper
         raise typer.Exit(report(e)) from None
     raise typer.Exit(render(cfg, out, quiet=quiet, checkpoint_every=checkpoint_every,

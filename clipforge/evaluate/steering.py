@@ -112,10 +112,9 @@ def steer(generator: str, cases: Sequence[Case], *, clip: str = "shapes",
         on_outcome: called after each case (progress display).
         save: called as ``save(case, image, config)`` with every result (to keep the PNGs).
     """
-    from clipforge.config import RunConfig, merge
+    from clipforge.config import RunConfig
     from clipforge.evaluate.shapes_check import read_shape
     from clipforge.guidance.clip_models import ModelCache
-    from clipforge.pretrained import recommended
     from clipforge.runner import run
 
     if judge == clip:
@@ -128,9 +127,8 @@ def steer(generator: str, cases: Sequence[Case], *, clip: str = "shapes",
     emb = {name: m.encode_text(texts) for name, m in models.items()}
     out = []
     for case in cases:
-        cfg = RunConfig.from_dict(merge(recommended([clip], generator), settings,
-                                        {"prompt": case.prompt, "generator": generator,
-                                         "clip": [clip], "seed": case.seed}))
+        cfg = RunConfig.from_settings(settings, {"prompt": case.prompt, "generator": generator,
+                                                 "clip": [clip], "seed": case.seed})
         t0 = time.perf_counter()
         image = run(cfg, cache=cache).image
         seconds = time.perf_counter() - t0
