@@ -30,7 +30,8 @@ from clipforge.config import MAX_CUTN
 from clipforge.errors import ConfigError
 from clipforge.fields import check_field
 from clipforge.errors import first_line
-from clipforge.generators.hub import check_factor
+from clipforge.generators.hub import check_factor, is_local_path
+from clipforge.offline import before_hub_access
 
 SCHEDULERS = ("ddim", "dpm++", "dpm++-sde")
 DTYPES = ("auto", "float32", "bfloat16")
@@ -174,6 +175,8 @@ def load_pipeline(model: str, decoder: str | None, width: int, height: int,
     if decoder is not None:
         from diffusers import AutoencoderTiny
 
+        if not is_local_path(decoder):
+            before_hub_access()
         try:
             parts["decoder"] = AutoencoderTiny.from_pretrained(decoder, torch_dtype=dtype,
                                                                 low_cpu_mem_usage=False)
@@ -192,11 +195,13 @@ def _read_index(spec: str) -> tuple[str, dict]:
     if bundled is not None and not bundled.present:
         raise DiffusionModelError(f"the bundled {spec!r} is missing from {path} (run "
                                   f"{bundled.recipe})")
+    reason = before_hub_access() if bundled is None and not is_local_path(spec) else None
     try:
         return path, DiffusionPipeline.load_config(path)
     except Exception as e:  # offline hub id, missing folder, corrupt JSON
+        why = first_line(e) + (f"; offline: {reason}" if reason else "")
         raise DiffusionModelError(
-            f"model {spec!r}: cannot read its model_index.json ({first_line(e)}). Give a "
+            f"model {spec!r}: cannot read its model_index.json ({why}). Give a "
             "diffusers folder (model_index.json, unet/, scheduler/, ...) or a hub id; bundled: "
             f"{', '.join(pretrained.names('diffusion'))}. Offline, download the model elsewhere "
             "and pass its folder.") from None

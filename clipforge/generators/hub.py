@@ -16,6 +16,7 @@ from typing import Any
 
 from clipforge.errors import ConfigError, first_line
 from clipforge.fields import check_multiple
+from clipforge.offline import before_hub_access, offline_reason
 
 DIFFUSERS_FILES = "config.json and diffusion_pytorch_model.safetensors"
 
@@ -43,8 +44,10 @@ def offline_hint(what: str, model: str, subfolder: str | None, err: BaseExceptio
         files: what the local folder must hold.
     """
     sub = f" (subfolder {subfolder!r})" if subfolder else ""
+    reason = offline_reason()
+    why = first_line(err) + (f"; offline: {reason}" if reason else "")
     return (f"cannot load {what} {model!r}{sub} from the Hugging Face hub "
-            f"({first_line(err)}). If this machine is offline, download it on "
+            f"({why}). If this machine is offline, download it on "
             f"another one (`huggingface-cli download {model} --local-dir DIR`) and pass the "
             f"local folder instead: model=DIR (a folder holding {files})")
 
@@ -67,6 +70,7 @@ def hub_file(model: str, filename: str, subfolder: str | None = None, *, what: s
     """
     from huggingface_hub import hf_hub_download
 
+    before_hub_access()
     try:
         return Path(hf_hub_download(model, filename, subfolder=subfolder or None))
     except Exception as e:  # offline, unknown repo, gated repo: all end in one clear message
@@ -129,6 +133,8 @@ def load_diffusers_model(cls, model: str, subfolder: str | None = None, *, what:
     # without accelerate diffusers falls back to this anyway, with a warning on every load
     kwargs["low_cpu_mem_usage"] = find_spec("accelerate") is not None
     local = is_local_path(model)
+    if not local:
+        before_hub_access()
     try:
         net = cls.from_pretrained(str(Path(model).expanduser()) if local else model, **kwargs)
     except Exception as e:

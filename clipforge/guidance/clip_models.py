@@ -28,6 +28,7 @@ import torch
 
 from clipforge import pretrained
 from clipforge.errors import ModelLoadError, WeightsError, first_line
+from clipforge.offline import before_hub_access, offline_reason
 from clipforge.guidance.embedders import OPENAI_MEAN, OPENAI_STD, ClipEmbedder, Ensemble, \
     split_weight
 
@@ -125,6 +126,7 @@ def load_embedder(spec: str, device: str | torch.device = "cpu") -> ClipEmbedder
         return _load_folder(Path(name), name, device)
     oc = _open_clip()
     if name.startswith("hf-hub:"):
+        before_hub_access()
         try:
             model = oc.create_model(name)
             return _wrap(model, oc.get_tokenizer(name), name, device)
@@ -156,6 +158,7 @@ def load_embedder(spec: str, device: str | torch.device = "cpu") -> ClipEmbedder
     if tag not in tags:
         raise ModelLoadError(f"clip {name!r}: unknown pretrained tag {tag!r} for {arch}; "
                              f"available tags: {', '.join(tags) or 'none'}")
+    before_hub_access()
     try:
         model = oc.create_model(arch, pretrained=tag)
     except Exception as e:
@@ -164,12 +167,17 @@ def load_embedder(spec: str, device: str | torch.device = "cpu") -> ClipEmbedder
 
 
 def _download_hint(name: str, err: Exception) -> str:
-    arch = name.partition(":")[0]
-    return (f"clip {name!r}: could not fetch the weights ({first_line(err)}). If this machine "
-            "is offline, "
-            f"download open_clip_pytorch_model.bin (or open_clip_model.safetensors) on another "
-            f"machine and pass `--clip {arch}:/path/to/that/file`, or a folder holding it with "
-            "open_clip_config.json.")
+    reason = offline_reason()
+    why = f"{first_line(err)}" + (f"; offline: {reason}" if reason else "")
+    if name.startswith("hf-hub:"):
+        local = ("download that repo's folder (open_clip_config.json and "
+                 "open_clip_model.safetensors) on another machine and pass `--clip "
+                 "/path/to/that/folder`")
+    else:
+        local = (f"download open_clip_pytorch_model.bin (or open_clip_model.safetensors) on "
+                 f"another machine and pass `--clip {name.partition(':')[0]}:/path/to/that/file`, "
+                 "or a folder holding it with open_clip_config.json")
+    return f"clip {name!r}: could not fetch the weights ({why}). If this machine is offline, {local}."
 
 
 class ModelCache:
