@@ -83,21 +83,23 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, *, replace: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; on success it is renamed to ``path``.
 
     The folder's files are flushed to disk before the rename, so ``path`` appears whole or not
-    at all. On any error the temporary folder is removed and nothing is left at ``path``.
+    at all. On any error the temporary folder is removed and ``path`` is left as it was.
 
     Args:
         path: the folder to create.
+        replace: an existing folder at ``path`` is swapped out (moved aside, then removed)
+            once the new one is complete; otherwise it is refused.
 
     Raises:
-        FileExistsError: ``path`` exists already (a non-empty folder that appears there
-            meanwhile makes the rename fail instead).
+        FileExistsError: ``path`` exists already and ``replace`` is off (a non-empty folder
+            that appears there meanwhile makes the rename fail instead).
     """
     final = Path(path)
-    if final.exists():
+    if final.exists() and not replace:
         raise FileExistsError(f"{str(final)!r} already exists")
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name[:80]}.", suffix=TMP_SUFFIX,
@@ -109,7 +111,12 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
                 with open(f, "rb+") as fh:
                     os.fsync(fh.fileno())
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; outputs are for sharing
+        old = final.with_name(f".{final.name[:80]}.old{TMP_SUFFIX}")
+        if replace and final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.rename(final, old)
         os.rename(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

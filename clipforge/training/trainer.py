@@ -1,10 +1,9 @@
 """Train a CLIP from captioned images with the contrastive objective (Radford et al. 2021).
 
-The objective is CLIP's: a symmetric cross-entropy over the N x N image-text similarity
-matrix of a batch, scaled by a learned temperature (``logit_scale``, clamped to ln(100)).
-When several captions in a batch are true of one image (the shapes set repeats captions),
-the targets are spread over all of them instead of the diagonal only, so true pairs are not
-pushed apart; with distinct captions this is exactly CLIP's loss.
+The objective is CLIP's (:func:`~clipforge.training.losses.contrastive_loss`), with a learned
+temperature (``logit_scale``, clamped to ln(100)); optionally on adversarial versions of the
+images (:mod:`clipforge.training.adversarial`), which makes the model's gradients useful for
+guidance.
 
 :func:`train` is a library function: it prints nothing and draws no progress bar (DESIGN
 rule 1); it calls ``callback(step, loss)`` after every step and front ends draw from that.
@@ -27,7 +26,9 @@ import torch.nn.functional as F
 
 from clipforge.errors import ConfigError, DataError, NonFiniteLossError
 from clipforge.loop import lr_factor
+from clipforge.training.adversarial import Adversarial, attack
 from clipforge.training.augment import Augment
+from clipforge.training.losses import contrastive_loss
 from clipforge.training.data import make_source
 from clipforge.training.model_io import (build_model, default_preprocess, embedder_of,
                                          image_size_of, resolve_config)
@@ -39,33 +40,6 @@ MAX_LOGIT_SCALE = math.log(100.0)
 CHECKPOINT_FORMAT = "clipforge-training-checkpoint"
 CHECKPOINT_VERSION = 1
 _REQUIRED = ("model", "optimizer", "step", "rng")
-
-
-def contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor,
-                     logit_scale: torch.Tensor, match: torch.Tensor | None = None) -> torch.Tensor:
-    """Symmetric cross-entropy over the image-text similarity matrix (Radford et al. 2021).
-
-    Args:
-        image_features: unit-length image embeddings.
-        text_features: unit-length text embeddings (row i is the caption of image i).
-        logit_scale: the temperature's inverse (already exponentiated), a scalar.
-        match: optional bool matrix, ``match[i, j]`` True when caption j is true of image i;
-            targets are then spread uniformly over the true pairs. None means the identity
-            (CLIP's loss exactly).
-
-    Shape:
-        image_features, text_features: (N, D); match: (N, N); returns a scalar.
-    """
-    logits = logit_scale * image_features @ text_features.t()
-    if match is None:
-        labels = torch.arange(logits.shape[0], device=logits.device)
-        return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
-    t = match.to(logits.dtype)
-    t_img = t / t.sum(1, keepdim=True)
-    t_txt = t.t() / t.t().sum(1, keepdim=True)
-    loss_i = -(t_img * F.log_softmax(logits, 1)).sum(1).mean()
-    loss_t = -(t_txt * F.log_softmax(logits.t(), 1)).sum(1).mean()
-    return (loss_i + loss_t) / 2
 
 
 @dataclass
@@ -169,7 +143,8 @@ class _Tokens:
 def train(data: str | os.PathLike, config: str | os.PathLike | Mapping[str, Any] = "shapes-vit-s",
           *, steps: int = 500, batch_size: int = 128, lr: float = 1e-3,
           weight_decay: float = 0.1, warmup: int | None = None, seed: int = 0,
-          augment: Augment | None = Augment(), checkpoint: str | os.PathLike | None = None,
+          augment: Augment | None = Augment(), adversarial: Adversarial | None = None,
+          checkpoint: str | os.PathLike | None = None,
           checkpoint_every: int = 0, resume: str | os.PathLike | None = None,
           eval_n: int = 512, callback: Callable[[int, float], None] | None = None) -> TrainResult:
     """Train an open_clip CLIP contrastively (Radford et al. 2021) on captioned images.
@@ -184,6 +159,7 @@ def train(data: str | os.PathLike, config: str | os.PathLike | Mapping[str, Any]
         warmup: warm-up steps (default: 5% of steps).
         seed: seeds the model initialisation, the data and the augmentation generators.
         augment: training augmentation, or None for none.
+        adversarial: train on adversarial versions of the (augmented) images, or None.
         checkpoint: where to save checkpoints (model, optimizer, step, RNG states).
         checkpoint_every: save every K steps (0: only at the end, if ``checkpoint`` is set).
         resume: a checkpoint to continue from (its step, optimizer and RNG states).
@@ -233,6 +209,9 @@ def train(data: str | os.PathLike, config: str | os.PathLike | Mapping[str, Any]
         x = batch.images if augment is None else augment(batch.images, g_aug, batch.keep)
         for grp in opt.param_groups:
             grp["lr"] = lr * lr_factor(step, steps, warmup, "cosine")
+        if adversarial is not None:
+            x = attack(adversarial, model, embedder, x, tokens(batch.captions), batch.match,
+                       g_aug)
         img = embedder.encode_image(x)
         txt = F.normalize(model.encode_text(tokens(batch.captions)), dim=-1)
         loss = contrastive_loss(img, txt, model.logit_scale.exp(), batch.match)
