@@ -88,12 +88,48 @@ def vocabulary(seed: int = 0, repeats: int = 1) -> list[Case]:
     return cases
 
 
-def _top1(embedder, image, captions_emb, combos) -> tuple[str, str]:
-    import torch
+class Reader:
+    """Reads a shapes image three ways: the held-out judge's top-1, the guide's, the checker's.
 
-    with torch.no_grad():
-        scores = embedder.encode_image(image.to(embedder.device)) @ captions_emb.T
-    return combos[int(scores.argmax())]
+    Args:
+        cache: a ModelCache (each model loads once).
+        judge: the held-out judge; must differ from the guide.
+        guide: the guide, read the same way (the adversarial gap is guide minus judge).
+    """
+
+    COMBOS = [(c, s) for c in COLOUR_NAMES for s in SHAPES]
+
+    def __init__(self, cache=None, judge: str = "shapes-judge", guide: str = "shapes"):
+        from clipforge.guidance.clip_models import ModelCache
+
+        if judge == guide:
+            raise UsageError("judge: the judge must not be the guide (it would reward "
+                             "adversarial images)")
+        self.cache = cache or ModelCache()
+        texts = [_article(f"a {c} {s}") for c, s in self.COMBOS]
+        self.models = {name: self.cache.get(name) for name in (judge, guide)}
+        self.text = {name: m.encode_text(texts) for name, m in self.models.items()}
+        self.judge, self.guide = judge, guide
+
+    def _top1(self, name: str, image) -> tuple[str, str]:
+        import torch
+
+        m = self.models[name]
+        with torch.no_grad():
+            scores = m.encode_image(image.to(m.device)) @ self.text[name].T
+        return self.COMBOS[int(scores.argmax())]
+
+    def read(self, image) -> dict[str, tuple[str, str]]:
+        """``{"judge": (colour, shape), "guide": ..., "checker": ...}`` of one image.
+
+        Shape:
+            image: (1, 3, H, W) in [0, 1].
+        """
+        from clipforge.evaluate.shapes_check import read_shape
+
+        r = read_shape(image)
+        return {"judge": self._top1(self.judge, image), "guide": self._top1(self.guide, image),
+                "checker": (r.colour, r.shape)}
 
 
 def steer(generator: str, cases: Sequence[Case], *, clip: str = "shapes",
@@ -113,31 +149,20 @@ def steer(generator: str, cases: Sequence[Case], *, clip: str = "shapes",
         save: called as ``save(case, image, config)`` with every result (to keep the PNGs).
     """
     from clipforge.config import RunConfig
-    from clipforge.evaluate.shapes_check import read_shape
-    from clipforge.guidance.clip_models import ModelCache
     from clipforge.runner import run
 
-    if judge == clip:
-        raise UsageError("judge: the judge must not be the guide (it would reward "
-                         "adversarial images)")
-    cache = cache or ModelCache()
-    combos = [(c, s) for c in COLOUR_NAMES for s in SHAPES]
-    texts = [_article(f"a {c} {s}") for c, s in combos]
-    models = {name: cache.get(name) for name in (judge, clip)}
-    emb = {name: m.encode_text(texts) for name, m in models.items()}
+    reader = Reader(cache, judge, clip)
     out = []
     for case in cases:
         cfg = RunConfig.from_settings(settings, {"prompt": case.prompt, "generator": generator,
                                                  "clip": [clip], "seed": case.seed})
         t0 = time.perf_counter()
-        image = run(cfg, cache=cache).image
+        image = run(cfg, cache=reader.cache).image
         seconds = time.perf_counter() - t0
         if save is not None:
             save(case, image, cfg)
-        reading = read_shape(image)
-        o = Outcome(case, _top1(models[judge], image, emb[judge], combos),
-                    _top1(models[clip], image, emb[clip], combos),
-                    (reading.colour, reading.shape), seconds)
+        seen = reader.read(image)
+        o = Outcome(case, seen["judge"], seen["guide"], seen["checker"], seconds)
         out.append(o)
         if on_outcome is not None:
             on_outcome(o)
@@ -181,4 +206,4 @@ def table(rows: Sequence[Summary]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["Case", "Outcome", "Summary", "vocabulary", "steer", "summarize", "table"]
+__all__ = ["Case", "Outcome", "Reader", "Summary", "vocabulary", "steer", "summarize", "table"]
