@@ -69,3 +69,18 @@ def test_attack_on_a_clip_leaves_the_weights_trainable(tiny_clip_dir):
 def test_bad_attack_settings_are_usage_errors():
     with pytest.raises(UsageError, match="eps"):
         Adversarial(eps=0)
+
+
+def test_training_can_start_from_a_saved_model(tmp_path):
+    from clipforge.training.model_io import save_model
+    from clipforge.training.trainer import train
+
+    first = train("shapes", "tiny", steps=2, batch_size=8, seed=0, eval_n=0)
+    save_model(first.model, first.model_cfg, tmp_path / "m")
+    again = train("shapes", "tiny", steps=1, batch_size=8, seed=5, eval_n=0,
+                  init=tmp_path / "m", lr=1e-9)  # a step of ~0: the saved weights come back
+    fresh = train("shapes", "tiny", steps=1, batch_size=8, seed=5, eval_n=0, lr=1e-9)
+    w = "visual.conv1.weight"
+    saved = first.model.state_dict()[w].half().float()  # the folder keeps float16
+    assert torch.allclose(again.model.state_dict()[w], saved, atol=1e-4)
+    assert not torch.allclose(fresh.model.state_dict()[w], saved, atol=1e-2)

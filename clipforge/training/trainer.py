@@ -31,7 +31,7 @@ from clipforge.training.augment import Augment
 from clipforge.training.losses import contrastive_loss
 from clipforge.training.data import make_source
 from clipforge.training.model_io import (build_model, default_preprocess, embedder_of,
-                                         image_size_of, resolve_config)
+                                         image_size_of, load_model_dir, resolve_config)
 from clipforge.training.zeroshot import shapes_zero_shot
 
 MAX_LOGIT_SCALE = math.log(100.0)
@@ -144,7 +144,7 @@ def train(data: str | os.PathLike, config: str | os.PathLike | Mapping[str, Any]
           *, steps: int = 500, batch_size: int = 128, lr: float = 1e-3,
           weight_decay: float = 0.1, warmup: int | None = None, seed: int = 0,
           augment: Augment | None = Augment(), adversarial: Adversarial | None = None,
-          checkpoint: str | os.PathLike | None = None,
+          init: str | os.PathLike | None = None, checkpoint: str | os.PathLike | None = None,
           checkpoint_every: int = 0, resume: str | os.PathLike | None = None,
           eval_n: int = 512, callback: Callable[[int, float], None] | None = None) -> TrainResult:
     """Train an open_clip CLIP contrastively (Radford et al. 2021) on captioned images.
@@ -160,6 +160,8 @@ def train(data: str | os.PathLike, config: str | os.PathLike | Mapping[str, Any]
         seed: seeds the model initialisation, the data and the augmentation generators.
         augment: training augmentation, or None for none.
         adversarial: train on adversarial versions of the (augmented) images, or None.
+        init: a model saved by ``save_model`` (same config) to start from instead of random
+            weights: fine-tuning, e.g. adversarially, as TeCoA and FARE fine-tune CLIP.
         checkpoint: where to save checkpoints (model, optimizer, step, RNG states).
         checkpoint_every: save every K steps (0: only at the end, if ``checkpoint`` is set).
         resume: a checkpoint to continue from (its step, optimizer and RNG states).
@@ -181,6 +183,8 @@ def train(data: str | os.PathLike, config: str | os.PathLike | Mapping[str, Any]
     with torch.random.fork_rng(devices=[]):  # open_clip initialises from the global RNG:
         torch.manual_seed(seed)              # seed it here without touching the caller's
         model = build_model(model_cfg)
+    if init is not None and ckpt is None:
+        model.load_state_dict(load_model_dir(init).model.state_dict())
     pre = default_preprocess(model_cfg)
     embedder = embedder_of(model, model_cfg, pre)  # not frozen: resizes and normalizes only
     tokens = _Tokens(embedder.tokenizer)
