@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from clipforge.errors import ConfigError
-from clipforge.fields import (MAX_PROMPT_CHARS, check_field, check_text, coerce, default_of,
-                              parse_json_object, parse_size)
+from clipforge.fields import (MAX_PROMPT_CHARS, FrozenDict, check_field, check_text, coerce,
+                              default_of, parse_json_object, parse_size)
 
 CONFIG_VERSION = 1
 
@@ -35,23 +35,7 @@ MAX_SEED = 2**63 - 1
 METADATA_PROMPT_CHARS = 8_192  # the capped copy kept in PNG metadata and manifests
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "cosine", "linear")
-
-
-class FrozenDict(dict):
-    """A dict that cannot be changed after construction (RunConfig's generator options).
-
-    A ``dict`` subclass, so JSON, ``isinstance(x, dict)`` and pickling work as for a dict.
-    """
-
-    def _refuse(self, *args: Any, **kwargs: Any) -> None:
-        raise TypeError("RunConfig.generator_options is read-only; use cfg.replace("
-                        "generator_options={...})")
-
-    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse
-    __ior__ = _refuse
-
-    def __reduce__(self):
-        return (FrozenDict, (dict(self),))
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
@@ -108,6 +92,11 @@ class RunConfig:
     seed: int = _opt(0, "Random seed; -1 draws one (it is reported and saved).", min=-1,
                      max=MAX_SEED)
     device: str = _opt("auto", "`auto` (CUDA when present, else CPU), `cpu`, `cuda`, `cuda:N`.")
+    precision: str = _opt("auto", "Arithmetic of the CLIP forward and backward: `auto` (bf16 on "
+                                  "CUDA and on CPUs with AMX or AVX512-BF16, else fp32), `fp32`, "
+                                  "`bf16`. The PNG records the one used.", choices=PRECISIONS)
+    compile: bool = _opt(False, "torch.compile the CLIP image towers (a slower first step; "
+                                "pays on long runs).")
     save_every: int = _opt(0, "Keep a progress frame every K steps (0 = off).", min=0,
                            max=MAX_STEPS)
 

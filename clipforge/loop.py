@@ -10,7 +10,6 @@ step unless a consumer asks for a value.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -87,7 +86,7 @@ def make_optimizer(params, *, lr: float, optimizer: str = "adam", weight_decay: 
 
 def optimize(generator, guide, steps: int, *, lr: float = 0.05, optimizer: str = "adam",
              weight_decay: float = 0.0, warmup_steps: int = 0, schedule: str = "constant",
-             check_every: int = 10, autocast: bool | None = None,
+             check_every: int = 10,
              opt: torch.optim.Optimizer | None = None, start: int = 0) -> Iterator[Step]:
     """Optimize ``generator.parameters()`` to lower ``guide.loss(generator.render(), t)``.
 
@@ -101,7 +100,6 @@ def optimize(generator, guide, steps: int, *, lr: float = 0.05, optimizer: str =
         warmup_steps: linear warm-up from 0 to ``lr``.
         schedule: ``constant``, ``cosine`` or ``linear`` decay after the warm-up.
         check_every: read the divergence flag back to the host every this many steps.
-        autocast: bf16 autocast for the guide; default on for CUDA only.
         opt: an optimizer to continue with (its state intact), e.g. after a pause.
         start: steps already done (to continue a run; the schedule resumes there).
 
@@ -115,8 +113,6 @@ def optimize(generator, guide, steps: int, *, lr: float = 0.05, optimizer: str =
     if not params:
         raise ValueError("optimize: the generator has no trainable parameters")
     device = params[0].device
-    if autocast is None:
-        autocast = device.type == "cuda"
     opt = opt or make_optimizer(params, lr=lr, optimizer=optimizer, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda k: lr_factor(k, steps, warmup_steps, schedule))
@@ -125,14 +121,11 @@ def optimize(generator, guide, steps: int, *, lr: float = 0.05, optimizer: str =
         for _ in range(start):
             sched.step()
     first_bad = torch.full((), -1, dtype=torch.long, device=device)
-    amp = (torch.autocast(device.type, dtype=torch.bfloat16) if autocast
-           else contextlib.nullcontext())
     try:
         for i in range(start + 1, steps + 1):
             t = (i - 1) / max(1, steps - 1)
             image = generator.render()
-            with amp:
-                total, parts = guide.loss(image, t)
+            total, parts = guide.loss(image, t)   # in the guide's own precision
             opt.zero_grad(set_to_none=True)
             total.backward()
             opt.step()

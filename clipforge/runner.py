@@ -23,6 +23,7 @@ from torch import Tensor
 from clipforge.config import RunConfig
 from clipforge.errors import ConfigError, RunOutOfMemoryError
 from clipforge.loop import Step, make_optimizer, optimize, sample_steps
+from clipforge.precision import resolve_precision
 from clipforge.protocols import GuidedSampler
 
 
@@ -76,13 +77,17 @@ class Run:
         from clipforge.guidance.prompts import prompts_from_config
         from clipforge.images import fit_image, load_image
 
-        self.config = cfg = resolve_seed(cfg)
+        cfg = resolve_seed(cfg)
         self.device = device or resolve_device(cfg.device)
+        # like the seed, the precision is made concrete so that the PNG records the one used
+        self.config = cfg = cfg.replace(precision=resolve_precision(cfg.precision, self.device))
         registry.check_generator(cfg.generator, cfg.width, cfg.height, cfg.generator_options,
                                  init_image=cfg.init_image is not None)
         prompts = prompts_from_config(cfg)
         init = load_image(cfg.init_image, field="init_image") if cfg.init_image else None
         ensemble = load_ensemble(cfg.clip, self.device, cache)
+        for emb, _ in ensemble.members:
+            emb.compile_tower(cfg.compile)
         self.generator = registry.build_generator(
             cfg.generator, cfg.width, cfg.height, options=cfg.generator_options,
             generator=torch.Generator().manual_seed(cfg.seed), device=self.device)
@@ -94,7 +99,8 @@ class Run:
         self.guide = Guide(ensemble, prompts, cutouts, tv_weight=cfg.tv_weight,
                            range_weight=cfg.range_weight, init_image=init_target,
                            init_weight=cfg.init_weight,
-                           generator=torch.Generator().manual_seed((cfg.seed + 1) % 2**63))
+                           generator=torch.Generator().manual_seed((cfg.seed + 1) % 2**63),
+                           precision=cfg.precision)
         # a GuidedSampler (diffusion) is sampled, not optimized: it gets no optimizer
         self.opt = None if self.samples else make_optimizer(
             self.generator.parameters(), lr=cfg.lr, optimizer=cfg.optimizer)

@@ -145,3 +145,4 @@ def test_gpu_run_bf16_autocast(tiny_clip_dir):
         pytest.skip("needs CUDA")
     r = run(cfg(tiny_clip_dir, device="cuda", steps=3))
     assert r.image.device.type == "cuda" and r.image.dtype == torch.float32
+    assert r.config.precision == ("bf16" if torch.cuda.is_bf16_supported() else "fp32")

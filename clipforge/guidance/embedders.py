@@ -62,6 +62,22 @@ class ClipEmbedder(nn.Module):
         self._text_cache: dict[str, Tensor] = {}
         self._lock = threading.Lock()
         self._lean_vit = frozen and is_plain_vit(self.model)  # its maths is eval mode's
+        # a frozen convolutional tower (open_clip's ModifiedResNet) runs channels-last: oneDNN's
+        # native layout, about 1.3x faster forward and backward here (benchmarks/step_speed.py)
+        self._channels_last = frozen and not self._lean_vit and sum(
+            isinstance(m, nn.Conv2d) for m in self.model.visual.modules()) > 1
+        if self._channels_last:
+            self.model.visual.to(memory_format=torch.channels_last)
+        self._features = self._image_features
+        self._compiled = None  # the torch.compile'd tower, made on first request
+
+    def compile_tower(self, enabled: bool = True) -> "ClipEmbedder":
+        """Run the image tower through ``torch.compile`` (compiled once, on the first call
+        of each input shape, and kept while this embedder is cached), or not."""
+        if enabled and self._compiled is None:
+            self._compiled = torch.compile(self._image_features, dynamic=False)
+        self._features = self._compiled if enabled else self._image_features
+        return self
 
     def train(self, mode: bool = True) -> "ClipEmbedder":
         """A frozen CLIP always stays in eval mode; a training one follows ``mode``."""
@@ -85,11 +101,14 @@ class ClipEmbedder(nn.Module):
             x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
                               align_corners=False, antialias=True)
         x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        return F.normalize(self._features(x).float(), dim=-1)
+
+    def _image_features(self, x: Tensor) -> Tensor:
         if self._lean_vit:
-            feats = vit_features(self.model.visual, x)
-        else:
-            feats = self.model.encode_image(x)
-        return F.normalize(feats.float(), dim=-1)
+            return vit_features(self.model.visual, x)
+        if self._channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.model.encode_image(x)
 
     @torch.no_grad()
     def encode_text(self, texts: Sequence[str]) -> Tensor:

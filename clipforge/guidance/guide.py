@@ -17,6 +17,7 @@ from clipforge.guidance.augment import Cutouts
 from clipforge.guidance.embedders import ClipEmbedder, Ensemble
 from clipforge.guidance.losses import init_image_loss, range_loss, spherical_dist_loss, tv_loss
 from clipforge.guidance.prompts import Prompt
+from clipforge.precision import autocast, resolve_precision
 
 
 class Guide:
@@ -31,13 +32,16 @@ class Guide:
         init_image: (1, 3, H, W) in [0, 1] for the init-image MSE loss, or None.
         init_weight: weight of that loss.
         generator: CPU ``torch.Generator`` for the cutouts (explicit randomness).
+        precision: ``auto``, ``fp32`` or ``bf16``: the arithmetic of the CLIP forward and
+            backward (:func:`clipforge.precision.resolve_precision` on the models' device;
+            cutouts, distances and regularizers stay fp32). The resolved one is ``.precision``.
     """
 
     def __init__(self, embedders: ClipEmbedder | Ensemble | Sequence[ClipEmbedder],
                  prompts: Sequence[Prompt], cutouts: Cutouts | None = None, *,
                  tv_weight: float = 0.0, range_weight: float = 0.0,
                  init_image: Tensor | None = None, init_weight: float = 0.0,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, precision: str = "auto"):
         if isinstance(embedders, ClipEmbedder):
             embedders = Ensemble(((embedders, 1.0),))
         elif not isinstance(embedders, Ensemble):
@@ -47,6 +51,8 @@ class Guide:
         if not prompts:
             raise ValueError("Guide: at least one prompt is needed")
         self.ensemble = embedders
+        self.device = embedders.members[0][0].device
+        self.precision = resolve_precision(precision, self.device)
         self.prompts = list(prompts)
         self.cutouts = cutouts or Cutouts(embedders.image_size, 32)
         self.tv_weight, self.range_weight = tv_weight, range_weight
@@ -94,7 +100,8 @@ class Guide:
         cuts = self.cutouts(image, self.generator, n=cutn)
         parts: dict[str, Tensor] = {}
         for (emb, model_w), targets in zip(self.ensemble.members, self.targets):
-            feats = emb.encode_image(cuts).view(b, cuts.shape[0] // b, -1)   # (B, N, D)
+            with autocast(self.precision, self.device):
+                feats = emb.encode_image(cuts).view(b, cuts.shape[0] // b, -1)   # (B, N, D)
             for p, label, target in zip(self.prompts, self.labels, targets):
                 w = p.weight_at(t) * model_w
                 if w == 0:
