@@ -2,37 +2,41 @@
 
 Both loops optimize the same kind of generator (``fourier``, same size and initial spectrum)
 toward one text prompt through the SAME open_clip model object, with the same number of
-cutouts, alternating rounds (ours, reference, ours, reference, ...) in one process so that a
-change of machine load hits both alike. Warm-up steps are excluded. The median seconds per
-step of each are printed, and the ratio reference/ours last.
+cutouts, alternating rounds (reference, then each variant of ours, again and again) in one
+process so that a change of machine load hits all alike. Warm-up steps are excluded (a compiled
+variant compiles there; its first-step seconds are printed). The median seconds per step of
+each are printed, then the ratio reference/ours of each variant, the library's defaults last.
 
 OURS is :func:`clipforge.loop.optimize` with :class:`clipforge.guidance.guide.Guide` and
 :class:`clipforge.guidance.augment.Cutouts` at clipforge's default settings (one batched
-``grid_sample`` for all cutouts, no host sync per step).
+``grid_sample`` for all cutouts, no host sync per step), in each precision of ``--precision``
+(``auto`` resolves as a run would: bf16 where the hardware has bf16 matrix units) and each
+compile setting of ``--compile``. For every bf16 variant the cosine between its image gradient
+and fp32's (same image, same cutouts) is printed: bf16 must not change where the image goes.
 
-REFERENCE is written from the documented behaviour of the loop popularised by Katherine
-Crowson's VQGAN+CLIP notebook (2021) and its command-line descendant (nerdyrodent/VQGAN-CLIP,
-``generate.py``, default augments ``Af Pe Ji Er``):
+REFERENCE is the loop popularised by Katherine Crowson's VQGAN+CLIP notebook (2021) and its
+command-line descendant (nerdyrodent/VQGAN-CLIP, ``generate.py``, default augments
+``Af Pe Ji Er``), in fp32 as they run it:
 
 - ``MakeCutouts``: for each cutout, one at a time: a random size
   ``int(rand ** cut_pow * (max_size - min_size) + min_size)`` and offset, a slice, and
   ``(adaptive_avg_pool2d + adaptive_max_pool2d) / 2`` to the CLIP input size; ``torch.cat``;
-- an augmentation stack on the batch, kornia-style (each sample drawn with probability p):
-  random affine (15 degrees, translate 0.1, shear 5, p 0.7), random perspective (0.7, p 0.7),
-  colour jitter (brightness, contrast, saturation, hue 0.1, p 0.7) and random erasing
-  (scale 0.1-0.4, ratio 0.3-3.3, same on the batch, p 0.7); the geometric ones and erasing
-  come from ``torchvision.transforms.v2`` (kornia is not a dependency), the jitter is written
-  here because torchvision's hue adjustment is not differentiable;
+- kornia's own augmentation modules, as generate.py builds them: ``RandomAffine`` (15 degrees,
+  translate 0.1, shear 5, p 0.7, zero padding), ``RandomPerspective`` (0.7, p 0.7),
+  ``ColorJitter`` (hue 0.1, saturation 0.1, p 0.7) and ``RandomErasing`` (scale 0.1-0.4,
+  ratio 0.3-3.3, same on the batch, p 0.7); kornia is installed for the benchmark only (the
+  ``bench`` extra), clipforge itself never imports it;
 - noise ``uniform(0, 0.1) * randn`` per cutout; CLIP normalize; ``encode_image``;
 - the notebook's spherical distance loss; Adam; and ``loss.item()`` every step (the notebook
   reads the loss back for its progress display).
 
-Randomness: clipforge draws from explicit ``torch.Generator`` objects; torchvision's random
-transforms draw from the global RNG, which is seeded once with ``--seed``.
+Randomness: clipforge draws from explicit ``torch.Generator`` objects; kornia draws from the
+global RNG, which is seeded once with ``--seed``.
 
 Usage::
 
     python benchmarks/step_speed.py          # ViT-B-32 (random init), 256 px, 32 cutouts
+    python benchmarks/step_speed.py --precision fp32,bf16 --compile off,on --json
     python benchmarks/step_speed.py --clip PATH --size 32 --cutn 4 --steps 2 --rounds 1
 """
 
@@ -57,118 +61,6 @@ PROMPT = "a watercolor painting of a lighthouse in a storm"
 # the reference loop (VQGAN+CLIP notebook style)
 
 
-def _rgb_to_hsv(x: Tensor, eps: float = 1e-8) -> Tensor:
-    """Differentiable RGB -> HSV with hue in [0, 1) (as kornia's ``rgb_to_hsv``, hue rescaled).
-
-    Shape:
-        (N, 3, H, W) in [0, 1] -> (N, 3, H, W): hue [0, 1), saturation [0, 1], value [0, 1].
-    """
-    maxc, argmax = x.max(dim=-3)
-    minc = x.min(dim=-3).values
-    delta = maxc - minc
-    s = delta / (maxc + eps)
-    delta = torch.where(delta == 0, torch.ones_like(delta), delta)
-    rc, gc, bc = (maxc.unsqueeze(-3) - x).unbind(dim=-3)
-    h = torch.stack((bc - gc, (rc - bc) + 2.0 * delta, (gc - rc) + 4.0 * delta), dim=-3)
-    h = torch.gather(h / delta.unsqueeze(-3), -3, argmax.unsqueeze(-3)).squeeze(-3)
-    h = (h / 6.0) % 1.0
-    return torch.stack((h, s, maxc), dim=-3)
-
-
-def _hsv_to_rgb(x: Tensor) -> Tensor:
-    """Differentiable HSV (hue in [0, 1)) -> RGB, as kornia's ``hsv_to_rgb``.
-
-    Shape:
-        (N, 3, H, W) -> (N, 3, H, W) in [0, 1].
-    """
-    h, s, v = x.unbind(dim=-3)
-    h6 = (h * 6) % 6
-    hi = torch.floor(h6)
-    f = h6 - hi
-    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
-    hi = hi.long().clamp(0, 5)
-    table = torch.stack((v, q, p, p, t, v, t, v, v, q, p, p, p, p, t, v, v, q), dim=-3)
-    index = torch.stack((hi, hi + 6, hi + 12), dim=-3)
-    return torch.gather(table, -3, index)
-
-
-def _gray(x: Tensor) -> Tensor:
-    """ITU-R 601 luma, as torchvision's ``rgb_to_grayscale``; (N, 3, H, W) -> (N, 1, H, W)."""
-    return (0.2989 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
-
-
-class ColorJitter(nn.Module):
-    """Kornia-style colour jitter: per-sample factors, the four adjustments in a random order.
-
-    Brightness, contrast and saturation factors are drawn from ``[1 - a, 1 + a]``, the hue
-    shift from ``[-hue, hue]`` (in turns); each result is clamped to [0, 1] as in torchvision
-    and kornia. Differentiable with respect to the input.
-
-    Args:
-        brightness: half-width of the brightness factor range.
-        contrast: half-width of the contrast factor range.
-        saturation: half-width of the saturation factor range.
-        hue: largest hue shift, as a fraction of a full turn.
-
-    Shape:
-        (N, 3, H, W) in [0, 1] -> (N, 3, H, W) in [0, 1].
-    """
-
-    def __init__(self, brightness: float, contrast: float, saturation: float, hue: float):
-        super().__init__()
-        self.brightness, self.contrast, self.saturation, self.hue = (
-            brightness, contrast, saturation, hue)
-
-    def forward(self, x: Tensor) -> Tensor:
-        n = x.shape[0]
-
-        def factor(a: float) -> Tensor:
-            return (1 + (torch.rand(n, 1, 1, 1) * 2 - 1) * a).to(x)
-
-        def brightness(y: Tensor) -> Tensor:
-            return (y * factor(self.brightness)).clamp(0, 1)
-
-        def contrast(y: Tensor) -> Tensor:
-            mean = _gray(y).mean(dim=(-3, -2, -1), keepdim=True)
-            f = factor(self.contrast)
-            return (f * y + (1 - f) * mean).clamp(0, 1)
-
-        def saturation(y: Tensor) -> Tensor:
-            f = factor(self.saturation)
-            return (f * y + (1 - f) * _gray(y)).clamp(0, 1)
-
-        def hue(y: Tensor) -> Tensor:
-            shift = ((torch.rand(n, 1, 1) * 2 - 1) * self.hue).to(y)
-            hsv = _rgb_to_hsv(y)
-            h = (hsv[:, 0] + shift) % 1.0
-            return _hsv_to_rgb(torch.stack((h, hsv[:, 1], hsv[:, 2]), dim=1)).clamp(0, 1)
-
-        ops = (brightness, contrast, saturation, hue)
-        for k in torch.randperm(4).tolist():
-            x = ops[k](x)
-        return x
-
-
-class PerSample(nn.Module):
-    """Apply ``op`` to the samples picked with probability ``p`` each (kornia's ``p``).
-
-    Like kornia, only the picked samples are computed; the rest pass through unchanged.
-    """
-
-    def __init__(self, op: Callable[[Tensor], Tensor], p: float):
-        super().__init__()
-        self.op, self.p = op, p
-
-    def forward(self, x: Tensor) -> Tensor:
-        pick = torch.rand(x.shape[0]) < self.p
-        if not pick.any():
-            return x
-        if pick.all():
-            return self.op(x)
-        idx = pick.nonzero().squeeze(1).to(x.device)
-        return x.index_put((idx,), self.op(x.index_select(0, idx)))
-
-
 class MakeCutouts(nn.Module):
     """The VQGAN+CLIP notebook's cutouts: random square crops, pooled one at a time, augmented.
 
@@ -184,19 +76,15 @@ class MakeCutouts(nn.Module):
 
     def __init__(self, cut_size: int, cutn: int, cut_pow: float = 1.0, noise_fac: float = 0.1):
         super().__init__()
-        from torchvision.transforms import InterpolationMode, v2
+        import kornia.augmentation as K  # the classic loop's own augmentation library
 
         self.cut_size, self.cutn, self.cut_pow, self.noise_fac = cut_size, cutn, cut_pow, noise_fac
-        bilinear = InterpolationMode.BILINEAR
-        # fill=None: zero padding inside grid_sample (kornia's padding_mode="zeros"); torchvision's
-        # fill path modifies the grid_sample output in place, which autograd refuses.
+        # nerdyrodent/VQGAN-CLIP generate.py's default augments, "Af Pe Ji Er", as it builds them
         self.augs = nn.Sequential(
-            PerSample(v2.RandomAffine(degrees=15, translate=(0.1, 0.1), shear=5,
-                                      interpolation=bilinear, fill=None), p=0.7),
-            PerSample(v2.RandomPerspective(distortion_scale=0.7, p=1.0,
-                                           interpolation=bilinear, fill=None), p=0.7),
-            PerSample(ColorJitter(0.1, 0.1, 0.1, 0.1), p=0.7),
-            v2.RandomErasing(p=0.7, scale=(0.1, 0.4), ratio=(0.3, 1 / 0.3), value=0),
+            K.RandomAffine(degrees=15, translate=(0.1, 0.1), shear=5, p=0.7, padding_mode="zeros"),
+            K.RandomPerspective(distortion_scale=0.7, p=0.7),
+            K.ColorJitter(hue=0.1, saturation=0.1, p=0.7),
+            K.RandomErasing(scale=(0.1, 0.4), ratio=(0.3, 1 / 0.3), same_on_batch=True, p=0.7),
         )
         self.av_pool = nn.AdaptiveAvgPool2d((cut_size, cut_size))
         self.max_pool = nn.AdaptiveMaxPool2d((cut_size, cut_size))
@@ -277,6 +165,17 @@ def _positive(name: str, low: int, high: int):
     return parse
 
 
+def _choices(name: str, allowed: tuple[str, ...]):
+    def parse(text: str) -> list[str]:
+        values = [v.strip() for v in text.split(",") if v.strip()]
+        bad = [v for v in values if v not in allowed]
+        if not values or bad:
+            raise argparse.ArgumentTypeError(f"{name}: {', '.join(bad) or text!r} is not one of "
+                                             f"{', '.join(allowed)} (comma-separated)")
+        return list(dict.fromkeys(values))
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -289,12 +188,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_positive("steps", 1, 10_000), default=3,
                    help="timed steps per round and loop")
     p.add_argument("--rounds", "--repeats", dest="rounds", type=_positive("rounds", 1, 1000),
-                   default=3, help="rounds; each runs OURS then REFERENCE")
+                   default=3, help="rounds; each runs REFERENCE then every variant of OURS")
     p.add_argument("--warmup", type=_positive("warmup", 0, 1000), default=1,
                    help="untimed steps of each loop before the first round")
     p.add_argument("--threads", type=_positive("threads", 1, 1024), default=2,
                    help="torch intra-op threads")
     p.add_argument("--seed", type=_positive("seed", 0, 2**63 - 1), default=0, help="random seed")
+    p.add_argument("--precision", type=_choices("precision", ("auto", "fp32", "bf16")),
+                   default=["fp32", "auto"], help="precisions of OURS to time, comma-separated")
+    p.add_argument("--compile", type=_choices("compile", ("off", "on")), default=["off"],
+                   help="torch.compile settings of OURS to time, comma-separated")
+    p.add_argument("--json", action="store_true",
+                   help="print the results as one JSON object on stdout (the report goes to "
+                        "stderr)")
     return p
 
 
@@ -319,21 +225,73 @@ def _timed(it: Iterator, n: int, cpu: list[float] | None = None) -> list[float]:
     return times
 
 
+class Timing:
+    """The seconds of one loop: wall and CPU per timed step, and its first (warm-up) step."""
+
+    def __init__(self, name: str, it: Iterator, **info):
+        self.name, self.it, self.info = name, it, info
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+        self.first: float | None = None
+
+    def warm(self, n: int) -> None:
+        if n:
+            t = _timed(self.it, n)
+            self.first = t[0]
+
+    def round(self, n: int) -> float:
+        t = _timed(self.it, n, self.cpu)
+        self.wall += t
+        return statistics.median(t)
+
+    def summary(self) -> dict:
+        return {"name": self.name, **self.info, "median_s": statistics.median(self.wall),
+                "min_s": min(self.wall), "max_s": max(self.wall), "n": len(self.wall),
+                "cpu_s": statistics.median(self.cpu), "first_step_s": self.first}
+
+
+def gradient_cosine(emb, size: int, cutn: int, precision: str, seed: int) -> float:
+    """Cosine between the image gradient of the guide's loss in ``precision`` and in fp32
+    (the same image, prompt and cutouts)."""
+    from clipforge.guidance.augment import Cutouts
+    from clipforge.guidance.guide import Guide
+    from clipforge.guidance.prompts import Prompt
+
+    image = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(seed))
+    grads = []
+    for p in ("fp32", precision):
+        guide = Guide(emb, [Prompt(text=PROMPT)], Cutouts(emb.image_size, cutn),
+                      generator=torch.Generator().manual_seed(seed), precision=p)
+        x = image.clone().requires_grad_(True)
+        guide.loss(x)[0].backward()
+        grads.append(x.grad.flatten().double())
+    return float(F.cosine_similarity(grads[0], grads[1], dim=0))
+
+
 def main(argv: list[str] | None = None) -> float:
-    """Run the benchmark, print the report, return the ratio reference/ours."""
+    """Run the benchmark, print the report, return the ratio reference/ours (defaults)."""
     args = build_parser().parse_args(argv)
+    import json
+
     from clipforge.config import field_defaults
     from clipforge.generators.fourier import FourierGenerator
     from clipforge.guidance.augment import Cutouts
     from clipforge.guidance.guide import Guide
     from clipforge.guidance.prompts import Prompt
     from clipforge.loop import optimize
+    from clipforge.precision import fast_bf16, resolve_precision
+
+    out = sys.stderr if args.json else sys.stdout
+
+    def say(text: str) -> None:
+        print(text, file=out, flush=True)
 
     torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)  # torchvision's random transforms (reference) use the global RNG
+    torch.manual_seed(args.seed)  # kornia's random augmentations (reference) use the global RNG
     defaults = field_defaults()
     lr, cut_pow = defaults["lr"], defaults["cut_pow"]
     load_before = os.getloadavg()
+    cpu = torch.device("cpu")
 
     emb = _load(args.clip)            # ClipEmbedder around the open_clip model (ours)
     model = emb.model                 # the very same model object, used raw (reference)
@@ -344,56 +302,80 @@ def main(argv: list[str] | None = None) -> float:
         return FourierGenerator(args.size, args.size,
                                 generator=torch.Generator().manual_seed(args.seed))
 
-    # OURS: the library loop at its default settings
-    cutouts = Cutouts(size, args.cutn, cut_pow, augment=defaults["augment"])
-    guide = Guide(emb, [Prompt(text=PROMPT)], cutouts, tv_weight=defaults["tv_weight"],
-                  range_weight=defaults["range_weight"],
-                  generator=torch.Generator().manual_seed(args.seed + 1))
-    ours = optimize(fourier(), guide, total, lr=lr, optimizer=defaults["optimizer"],
-                    schedule=defaults["schedule"])
+    def ours(precision: str, compiled: bool) -> Iterator:
+        guide = Guide(emb, [Prompt(text=PROMPT)], Cutouts(size, args.cutn, cut_pow,
+                                                          augment=defaults["augment"]),
+                      tv_weight=defaults["tv_weight"], range_weight=defaults["range_weight"],
+                      generator=torch.Generator().manual_seed(args.seed + 1), precision=precision)
+        steps = optimize(fourier(), guide, total, lr=lr, optimizer=defaults["optimizer"],
+                         schedule=defaults["schedule"])
+        for step in steps:       # the embedder is shared: set its compile state for each step
+            yield step
+            emb.compile_tower(compiled)
 
-    # REFERENCE: the notebook loop on the same model
     with torch.no_grad():
-        tokens = emb.tokenizer([PROMPT])
-        target = model.encode_text(tokens).float()
-    reference = reference_loop(fourier(), model, target, cut_size=size, cutn=args.cutn,
-                               cut_pow=cut_pow, lr=lr, mean=emb.mean.flatten().tolist(),
-                               std=emb.std.flatten().tolist())
+        target = model.encode_text(emb.tokenizer([PROMPT])).float()
+    loops = [Timing("reference", reference_loop(
+        fourier(), model, target, cut_size=size, cutn=args.cutn, cut_pow=cut_pow, lr=lr,
+        mean=emb.mean.flatten().tolist(), std=emb.std.flatten().tolist()),
+        precision="fp32", compile=False)]
+    default_name = None
+    for comp in args.compile:
+        for prec in args.precision:
+            resolved = resolve_precision(prec, cpu)
+            name = f"ours[{resolved}{'+compile' if comp == 'on' else ''}]"
+            if any(t.name == name for t in loops):   # auto resolved to a precision already listed
+                continue
+            if prec == defaults["precision"] and comp == "off":
+                default_name = name
+            emb.compile_tower(comp == "on")
+            it = ours(prec, comp == "on")
+            loops.append(Timing(name, it, precision=resolved, compile=comp == "on"))
+    if default_name is None:
+        default_name = loops[-1].name
+    for t in loops:   # the compile state is set before each loop's first step and after each
+        emb.compile_tower(t.info["compile"])
+        t.warm(args.warmup)
 
-    print(f"step speed: clip {args.clip} ({size} px input), image {args.size}x{args.size}, "
-          f"{args.cutn} cutouts, {torch.get_num_threads()} threads, torch {torch.__version__}; "
-          f"{args.rounds} rounds x {args.steps} steps each, {args.warmup} warm-up step(s) each",
-          flush=True)
-    _timed(ours, args.warmup)
-    _timed(reference, args.warmup)
-    t_ours: list[float] = []
-    t_ref: list[float] = []
-    c_ours: list[float] = []
-    c_ref: list[float] = []
+    say(f"step speed: clip {args.clip} ({size} px input), image {args.size}x{args.size}, "
+        f"{args.cutn} cutouts, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+        f"bf16 hardware: {'yes' if fast_bf16(cpu) else 'no'}; {args.rounds} rounds x "
+        f"{args.steps} steps each, {args.warmup} warm-up step(s) each")
     for r in range(1, args.rounds + 1):
-        a = _timed(ours, args.steps, c_ours)
-        b = _timed(reference, args.steps, c_ref)
-        t_ours += a
-        t_ref += b
-        print(f"round {r}: ours {statistics.median(a):.3f} s/step, "
-              f"reference {statistics.median(b):.3f} s/step", flush=True)
-    ours.close()
-    reference.close()
+        medians = []
+        for t in loops:
+            emb.compile_tower(t.info["compile"])
+            medians.append(f"{t.name} {t.round(args.steps):.3f}")
+        say(f"round {r}: " + ", ".join(medians) + " s/step")
     load_after = os.getloadavg()
-    m_ours, m_ref = statistics.median(t_ours), statistics.median(t_ref)
-    print(f"ours      median {m_ours:.3f} s/step (min {min(t_ours):.3f}, max {max(t_ours):.3f}, "
-          f"n={len(t_ours)}); CPU {statistics.median(c_ours):.3f} s/step")
-    print(f"reference median {m_ref:.3f} s/step (min {min(t_ref):.3f}, max {max(t_ref):.3f}, "
-          f"n={len(t_ref)}); CPU {statistics.median(c_ref):.3f} s/step")
-    # CPU seconds (all threads of this process) are less sensitive to other processes' load
-    print(f"CPU-time ratio reference/ours: "
-          f"{statistics.median(c_ref) / statistics.median(c_ours):.2f}x")
-    print("load average (1/5/15 min): before "
-          + "/".join(f"{x:.2f}" for x in load_before) + ", after "
-          + "/".join(f"{x:.2f}" for x in load_after) + f" on {os.cpu_count()} CPUs")
-    ratio = m_ref / m_ours
-    print(f"ratio reference/ours: {ratio:.2f}x")
-    return ratio
+    results = [t.summary() for t in loops]
+    ref = results[0]
+    for res in results:
+        res["ratio"] = ref["median_s"] / res["median_s"]
+        res["cpu_ratio"] = ref["cpu_s"] / res["cpu_s"]
+        first = f"; first step {res['first_step_s']:.2f} s" if res["first_step_s"] else ""
+        say(f"{res['name']:<9} median {res['median_s']:.3f} s/step (min {res['min_s']:.3f}, "
+            f"max {res['max_s']:.3f}, n={res['n']}); CPU {res['cpu_s']:.3f} s/step{first}")
+    for res in results[1:]:
+        if res["precision"] != "fp32":
+            res["grad_cosine"] = gradient_cosine(emb, args.size, args.cutn, res["precision"],
+                                                 args.seed)
+            say(f"{res['name']} image gradient vs fp32: cosine {res['grad_cosine']:.5f}")
+    say("load average (1/5/15 min): before " + "/".join(f"{x:.2f}" for x in load_before)
+        + ", after " + "/".join(f"{x:.2f}" for x in load_after) + f" on {os.cpu_count()} CPUs")
+    ordered = [r for r in results[1:] if r["name"] != default_name] + \
+        [r for r in results[1:] if r["name"] == default_name]
+    for res in ordered:   # CPU seconds (all threads) are less sensitive to other processes' load
+        say(f"CPU-time ratio reference/{res['name']}: {res['cpu_ratio']:.2f}x")
+    for res in ordered:
+        say(f"ratio reference/{res['name']}: {res['ratio']:.2f}x")
+    if args.json:
+        print(json.dumps({"clip": args.clip, "size": args.size, "cutn": args.cutn,
+                          "threads": torch.get_num_threads(), "torch": torch.__version__,
+                          "bf16_hardware": fast_bf16(cpu), "default": default_name,
+                          "load_before": load_before, "load_after": load_after,
+                          "loops": results}))
+    return ordered[-1]["ratio"]
 
 
 if __name__ == "__main__":

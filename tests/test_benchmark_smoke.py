@@ -4,6 +4,7 @@ speed paths it measures compute what they claim to."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import subprocess
 import sys
@@ -32,20 +33,38 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 
 def test_benchmark_smoke_prints_medians_and_ratio_last(tiny_clip_dir):
     r = _run("--clip", str(tiny_clip_dir), "--size", "32", "--cutn", "4", "--steps", "2",
-             "--repeats", "1", "--threads", "1")
+             "--repeats", "1", "--threads", "1", "--precision", "fp32,bf16")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
-    tail = r" s/step .*n=2\); CPU \d+\.\d+ s/step$"
-    ours = re.search(r"^ours +median (\d+\.\d+)" + tail, r.stdout, re.M)
+    tail = r" s/step .*n=2\); CPU \d+\.\d+ s/step"
     ref = re.search(r"^reference median (\d+\.\d+)" + tail, r.stdout, re.M)
-    assert re.search(r"^CPU-time ratio reference/ours: \d+\.\d\dx$", r.stdout, re.M)
-    assert ours and ref, r.stdout
+    fp32 = re.search(r"^ours\[fp32\] median (\d+\.\d+)" + tail, r.stdout, re.M)
+    bf16 = re.search(r"^ours\[bf16\] median (\d+\.\d+)" + tail, r.stdout, re.M)
+    assert ref and fp32 and bf16, r.stdout
+    assert re.search(r"^CPU-time ratio reference/ours\[bf16\]: \d+\.\d\dx$", r.stdout, re.M)
+    cos = re.search(r"^ours\[bf16\] image gradient vs fp32: cosine (-?\d\.\d+)$", r.stdout, re.M)
+    assert cos and 0.9 < float(cos.group(1)) <= 1.0 + 1e-6, r.stdout
     assert "load average" in r.stdout
-    last = re.fullmatch(r"ratio reference/ours: (\d+\.\d\d)x", lines[-1])
+    # the ratios come last, the last one for the last variant asked for
+    assert re.fullmatch(r"ratio reference/ours\[fp32\]: \d+\.\d\dx", lines[-2]), lines[-2]
+    last = re.fullmatch(r"ratio reference/ours\[bf16\]: (\d+\.\d\d)x", lines[-1])
     assert last, lines[-1]
     # the ratio is the quotient of the two printed medians (to their printed precision)
-    expected = float(ref.group(1)) / float(ours.group(1))
+    expected = float(ref.group(1)) / float(bf16.group(1))
     assert float(last.group(1)) == pytest.approx(expected, rel=0.2, abs=0.02)
+
+
+def test_benchmark_json_has_every_loop(tiny_clip_dir):
+    r = _run("--clip", str(tiny_clip_dir), "--size", "32", "--cutn", "4", "--steps", "1",
+             "--repeats", "2", "--threads", "1", "--precision", "fp32", "--json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)                       # stdout is the JSON alone
+    names = [x["name"] for x in data["loops"]]
+    assert names == ["reference", "ours[fp32]"]
+    ours = data["loops"][1]
+    assert ours["n"] == 2 and ours["precision"] == "fp32" and ours["compile"] is False
+    assert ours["ratio"] == pytest.approx(data["loops"][0]["median_s"] / ours["median_s"])
+    assert "ratio reference/ours[fp32]" in r.stderr  # the report still goes to stderr
 
 
 @pytest.mark.parametrize("args, field, allowed", [
@@ -75,17 +94,11 @@ def test_reference_cutouts_shape_and_gradient(bench):
     assert image.grad is not None and image.grad.abs().sum() > 0
 
 
-def test_reference_colour_jitter_hue_matches_torchvision(bench):
-    from torchvision.transforms.v2 import functional as TF
+def test_reference_augments_are_kornias_own(bench):
+    import kornia.augmentation as K
 
-    x = torch.rand(3, 3, 12, 12)
-    assert torch.allclose(bench._hsv_to_rgb(bench._rgb_to_hsv(x)), x, atol=1e-5)
-    hsv = bench._rgb_to_hsv(x)
-    shifted = torch.stack(((hsv[:, 0] + 0.07) % 1.0, hsv[:, 1], hsv[:, 2]), dim=1)
-    assert torch.allclose(bench._hsv_to_rgb(shifted), TF.adjust_hue(x, 0.07), atol=1e-5)
-    x.requires_grad_(True)
-    bench.ColorJitter(0.1, 0.1, 0.1, 0.1)(x).sum().backward()   # differentiable, unlike tv's hue
-    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    kinds = [type(m) for m in bench.MakeCutouts(16, 6).augs]
+    assert kinds == [K.RandomAffine, K.RandomPerspective, K.ColorJitter, K.RandomErasing]
 
 
 def test_lean_vit_forward_matches_open_clip(tiny_embedder):
@@ -141,3 +154,33 @@ def test_cutouts_one_grid_equals_per_crop_sampling():
                             if params.supersample > 1 else crop)
     assert out.shape == (10, 3, 16, 16)
     assert torch.allclose(out, torch.cat(expected), atol=1e-6)
+
+
+GPU_SCRIPT = ROOT / "benchmarks" / "gpu_step.py"
+
+
+def _gpu_step(tmp_path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
+    out = tmp_path / "gpu.json"
+    r = subprocess.run([sys.executable, str(GPU_SCRIPT), "--device", "cpu", "--quick",
+                        "--json", str(out), *args], capture_output=True, text=True, cwd=ROOT,
+                       timeout=900)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r, json.loads(out.read_text())
+
+
+def test_gpu_check_script_runs_on_cpu(tmp_path):
+    r, data = _gpu_step(tmp_path, "--generators", "pixel", "--no-pytest")
+    assert data["device"] == "CPU" and set(data["matmul_flops"]) == {"fp32", "bf16"}
+    (res,) = [x for x in data["results"] if x["precision"] == "fp32"]
+    assert res["generator"] == "pixel" and res["size"] == 64 and res["ms"] > 0
+    assert res["flops"] > 0 and res["floor_ms"] > 0 and res["peak_bytes"] > 0
+    assert re.search(r"^pixel +64 px fp32: \d+\.\d ms/step .*x the floor; peak memory",
+                     r.stdout, re.M), r.stdout
+
+
+@pytest.mark.slow
+def test_gpu_check_script_runs_every_generator_and_the_gpu_tests_on_cpu(tmp_path):
+    r, data = _gpu_step(tmp_path, "--compile")
+    done = {(x["generator"], x["precision"]) for x in data["results"] if "error" not in x}
+    assert {g for g, _ in done} == {"pixel", "fourier", "vae", "diffusion"}
+    assert data["pytest_gpu"] and "skipped" in data["pytest_gpu"]   # no CUDA here
