@@ -27,7 +27,8 @@ class Bundled:
         summary: one line for ``clipforge models``.
         recipe: the script that trains and writes it.
         role: ``guide`` or ``judge`` for CLIPs (a judge never guides).
-        settings: generator name -> recommended RunConfig fields when this model guides.
+        settings: generator name (``*``: every generator) -> recommended RunConfig fields
+            when this model guides.
     """
 
     name: str
@@ -52,7 +53,11 @@ BUNDLED: dict[str, Bundled] = {m.name: m for m in (
             # measured with tests/test_steering.py's setup over seeds 0-15 (docs/generators.md).
             # Fourier's flat default spectrum leaves edge noise the judge reads as a star; a
             # steeper one with a slower lr and more TV transfers better.
-            settings={"pixel": {},
+            # "*" holds for every generator. fp32: on this small ResNet bf16 autocast moved the
+            # image gradient to cosine 0.995 of fp32's (benchmarks/step_speed.py), and the
+            # steering figures were measured in fp32; channels-last gives it its speed instead.
+            settings={"*": {"precision": "fp32"},
+                      "pixel": {},
                       "fourier": {"generator_options": {"decay": 2.0}, "lr": 0.015,
                                   "tv_weight": 0.2}}),
     Bundled("shapes-judge", "clip", "an independently trained shapes CLIP, used only to score",
@@ -82,8 +87,9 @@ def recommended(clip: Sequence[str], generator: str) -> dict[str, Any]:
     specs = [s.partition("@")[0].strip() for s in clip]
     if len(specs) != 1 or get(specs[0], "clip") is None:
         return {}
+    table = BUNDLED[specs[0]].settings
     return {k: (dict(v) if isinstance(v, Mapping) else v)
-            for k, v in BUNDLED[specs[0]].settings.get(generator, {}).items()}
+            for k, v in {**table.get("*", {}), **table.get(generator, {})}.items()}
 
 
 __all__ = ["Bundled", "BUNDLED", "ASSETS", "get", "names", "recommended"]

@@ -139,3 +139,13 @@ def test_from_settings_puts_the_guides_recommended_settings_under_what_was_given
     assert other.lr == RunConfig(prompt="x").lr  # a real CLIP keeps the global defaults
     saved = RunConfig(prompt="x", generator="fourier", lr=0.07)
     assert RunConfig.from_settings(saved) == saved  # a whole config repeats exactly
+
+
+def test_a_models_settings_for_every_generator_sit_under_the_generators_own():
+    from clipforge.pretrained import recommended
+
+    for gen in ("pixel", "fourier", "vae", "diffusion"):   # "*" of the bundled guide
+        assert recommended(["shapes"], gen)["precision"] == "fp32"
+    assert RunConfig.from_settings({"prompt": "x", "generator": "vae"}).precision == "fp32"
+    assert RunConfig.from_settings({"prompt": "x", "precision": "bf16"}).precision == "bf16"
+    assert "precision" not in recommended(["ViT-B-32:random"], "pixel")
