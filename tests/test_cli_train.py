@@ -95,6 +95,9 @@ def test_bad_input_exits_2(app, tmp_path, pictures):
     assert res.exit_code == 2 and "a.txt is missing" in res.output
     res = r.invoke(app, ["train-clip", "shapes", "--steps", "0", "--out", str(tmp_path / "m")])
     assert res.exit_code == 2
+    res = r.invoke(app, ["train-clip", "shapes", "--precision", "fp16", "--out",
+                         str(tmp_path / "m")])
+    assert res.exit_code == 2 and "precision" in res.output and "auto, fp32, bf16" in res.output
     res = r.invoke(app, ["classify", str(tmp_path / "nope.png"), "--labels", "a,b"])
     assert res.exit_code == 2 and "nope.png" in res.output
     res = r.invoke(app, ["classify", pictures[0], "--labels", "only-one"])

@@ -286,3 +286,10 @@ def test_configs_are_json_data_shipped_in_the_wheel():
     for p in CONFIG_DIR.glob("*.json"):
         rel = p.relative_to(root / "clipforge").as_posix()
         assert any(fnmatch.fnmatch(rel, pat) for pat in patterns), rel
+
+
+def test_bf16_training_keeps_fp32_weights_and_learns():
+    r = train("shapes", "tiny", steps=30, batch_size=32, lr=3e-3, eval_n=0, precision="bf16")
+    assert all(p.dtype == torch.float32 for p in r.model.parameters())
+    assert all(math.isfinite(x) for x in r.losses)
+    assert sum(r.losses[-5:]) / 5 < sum(r.losses[:5]) / 5   # the loss falls in bf16 too

@@ -57,6 +57,8 @@ def train_clip(
                                               "(default: OUT.ckpt.pt)."),
     checkpoint_every: int = typer.Option(100, "--checkpoint-every", min=0,
                                          help="Save a checkpoint every K steps (0: at the end)."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 (autocast; weights "
+                                  "stay fp32) or auto (bf16 where the CPU or GPU has bf16 units)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Train a small CLIP contrastively (Radford et al. 2021) and save it in open_clip's layout."""
@@ -69,10 +71,11 @@ def train_clip(
             bar = bars.add("training", total=steps)
             result = train(data, config, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                            resume=resume, checkpoint=ckpt, checkpoint_every=checkpoint_every,
+                           precision=precision,
                            callback=lambda step, loss: bars.update(
                                bar, completed=step, info=f"loss {loss:.3f}"))
         prov = {"trained_on": str(data), "seed": seed, "steps": result.step,
-                "batch_size": batch_size, "lr": lr, "config": config}
+                "batch_size": batch_size, "lr": lr, "config": config, "precision": precision}
         if result.zero_shot:
             prov["zero_shot"] = result.zero_shot
         path = save_model(result.model, result.model_cfg, out,

@@ -24,8 +24,10 @@ from typing import Any, Callable, Mapping
 import torch
 import torch.nn.functional as F
 
+from clipforge.config import PRECISIONS
 from clipforge.errors import ConfigError, DataError, NonFiniteLossError
 from clipforge.loop import lr_factor
+from clipforge.precision import autocast, resolve_precision
 from clipforge.training.adversarial import Adversarial, attack
 from clipforge.training.augment import Augment
 from clipforge.training.losses import contrastive_loss
@@ -118,7 +120,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
                       error=lambda message: DataError(message, path))
 
 
-def _check_args(steps: int, batch_size: int, lr: float) -> None:
+def _check_args(steps: int, batch_size: int, lr: float, precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ConfigError("precision", f"{precision!r} is not one of {', '.join(PRECISIONS)}")
     for name, v, lo in (("steps", steps, 1), ("batch_size", batch_size, 2)):
         if isinstance(v, bool) or not isinstance(v, int) or v < lo or v > 10**7:
             raise ConfigError(name, f"{v!r} is out of range; allowed: {lo} to 10000000")
@@ -144,7 +148,8 @@ def train(data: str | os.PathLike, config: str | os.PathLike | Mapping[str, Any]
           *, steps: int = 500, batch_size: int = 128, lr: float = 1e-3,
           weight_decay: float = 0.1, warmup: int | None = None, seed: int = 0,
           augment: Augment | None = Augment(), adversarial: Adversarial | None = None,
-          init: str | os.PathLike | None = None, checkpoint: str | os.PathLike | None = None,
+          init: str | os.PathLike | None = None, precision: str = "fp32",
+          checkpoint: str | os.PathLike | None = None,
           checkpoint_every: int = 0, resume: str | os.PathLike | None = None,
           eval_n: int = 512, callback: Callable[[int, float], None] | None = None) -> TrainResult:
     """Train an open_clip CLIP contrastively (Radford et al. 2021) on captioned images.
@@ -162,6 +167,9 @@ def train(data: str | os.PathLike, config: str | os.PathLike | Mapping[str, Any]
         adversarial: train on adversarial versions of the (augmented) images, or None.
         init: a model saved by ``save_model`` (same config) to start from instead of random
             weights: fine-tuning, e.g. adversarially, as TeCoA and FARE fine-tune CLIP.
+        precision: ``fp32`` (the bundled recipes' figures), ``bf16`` (autocast of the
+            forward and loss; weights and optimizer state stay fp32) or ``auto`` (bf16 where the
+            device has bf16 matrix units, :func:`clipforge.precision.resolve_precision`).
         checkpoint: where to save checkpoints (model, optimizer, step, RNG states).
         checkpoint_every: save every K steps (0: only at the end, if ``checkpoint`` is set).
         resume: a checkpoint to continue from (its step, optimizer and RNG states).
@@ -173,7 +181,7 @@ def train(data: str | os.PathLike, config: str | os.PathLike | Mapping[str, Any]
         ConfigError: bad arguments or model config; DataError: unusable data or checkpoint;
         NonFiniteLossError: the loss became NaN or infinite.
     """
-    _check_args(steps, batch_size, lr)
+    _check_args(steps, batch_size, lr, precision)
     model_cfg = resolve_config(config)
     ckpt = load_checkpoint(resume) if resume is not None else None
     if ckpt is not None and ckpt.get("model_cfg") not in (None, model_cfg):
@@ -199,6 +207,8 @@ def train(data: str | os.PathLike, config: str | os.PathLike | Mapping[str, Any]
         g_aug.set_state(ckpt["rng"]["augment"])
         start = int(ckpt["step"])
     warmup = max(1, steps // 20) if warmup is None else warmup
+    device = next(model.parameters()).device
+    amp = resolve_precision(precision, device)
 
     def state(step: int) -> dict[str, Any]:
         return {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
@@ -213,12 +223,13 @@ def train(data: str | os.PathLike, config: str | os.PathLike | Mapping[str, Any]
         x = batch.images if augment is None else augment(batch.images, g_aug, batch.keep)
         for grp in opt.param_groups:
             grp["lr"] = lr * lr_factor(step, steps, warmup, "cosine")
-        if adversarial is not None:
-            x = attack(adversarial, model, embedder, x, tokens(batch.captions), batch.match,
-                       g_aug)
-        img = embedder.encode_image(x)
-        txt = F.normalize(model.encode_text(tokens(batch.captions)), dim=-1)
-        loss = contrastive_loss(img, txt, model.logit_scale.exp(), batch.match)
+        with autocast(amp, device):
+            if adversarial is not None:
+                x = attack(adversarial, model, embedder, x, tokens(batch.captions), batch.match,
+                           g_aug)
+            img = embedder.encode_image(x)
+            txt = F.normalize(model.encode_text(tokens(batch.captions)).float(), dim=-1)
+            loss = contrastive_loss(img, txt, model.logit_scale.exp(), batch.match)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
