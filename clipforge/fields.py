@@ -128,7 +128,32 @@ def range_text(meta: Mapping[str, Any]) -> str:
 
 def check_field(f: dataclasses.Field, value: Any) -> None:
     """Check one field's value on its own (type, range, choices, text); ConfigError if bad."""
-    name, meta, default = f.name, f.metadata, default_of(f)
+    check_value(f.name, value, default_of(f), f.metadata)
+
+
+def check_option(name: str, value: Any, rule: Mapping[str, Any], default: Any = None) -> None:
+    """Check one generator option against its declared rule, strictly (JSON types, no coercion).
+
+    The option's type is ``rule["type"]`` or else its default's; ``None`` ("not set") is
+    allowed when the default is None or ``rule["optional"]`` is true. A list option (or one of no known type) is left to the
+    generator's own ``check_settings``.
+
+    Args:
+        name: the option's name (for the message).
+        value: the given value.
+        rule: its declaration: ``type``, ``optional``, ``min``, ``min_exclusive``, ``max``,
+            ``choices``.
+        default: its default (from the generator's signature).
+    """
+    kind = rule.get("type", type(default) if default is not None else None)
+    if kind not in (bool, int, float, str) or (value is None and (default is None or
+                                                                 rule.get("optional"))):
+        return
+    check_value(name, value, kind(), rule)
+
+
+def check_value(name: str, value: Any, default: Any, meta: Mapping[str, Any]) -> None:
+    """Check a value of the type of ``default`` against ``meta`` (range, choices); ConfigError."""
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ConfigError(name, f"expected true or false, got {value!r}")

@@ -79,7 +79,7 @@ class Run:
         self.config = cfg = resolve_seed(cfg)
         self.device = device or resolve_device(cfg.device)
         registry.check_generator(cfg.generator, cfg.width, cfg.height, cfg.generator_options,
-                                 init_image=cfg.init_image is not None)
+                                 init_image=cfg.init_image is not None, steps=cfg.steps)
         prompts = prompts_from_config(cfg)
         init = load_image(cfg.init_image, field="init_image") if cfg.init_image else None
         ensemble = load_ensemble(cfg.clip, self.device, cache)
