@@ -55,6 +55,41 @@ def out_of_memory(cfg: RunConfig, step: int) -> RunOutOfMemoryError:
         f"{len(cfg.clip)} CLIP model(s)); try a smaller size, fewer cutouts or one CLIP model")
 
 
+def check_inputs(cfg: RunConfig, device: torch.device | None = None):
+    """Check everything about ``cfg`` that needs no model loaded: the device, the generator
+    (size, options), the prompts, the image files and the CLIP names (batch checks its shared
+    settings with this, and every :class:`Run` starts with it).
+
+    Args:
+        cfg: the settings.
+        device: overrides ``cfg.device``.
+
+    Returns:
+        ``(device, prompts, init)``: the resolved device, the parsed prompts and the init image
+        ((1, 3, H, W) in [0, 1]) or None.
+
+    Raises:
+        UsageError: naming the setting (``device``, ``generator_options``, ``init_image``,
+            ``clip``, ...).
+    """
+    from clipforge import registry
+    from clipforge.guidance.clip_models import resolve_spec
+    from clipforge.guidance.prompts import prompts_from_config
+    from clipforge.images import load_image
+
+    device = device or resolve_device(cfg.device)
+    registry.check_generator(cfg.generator, cfg.width, cfg.height, cfg.generator_options,
+                             init_image=cfg.init_image is not None, steps=cfg.steps)
+    prompts = prompts_from_config(cfg)
+    init = load_image(cfg.init_image, field="init_image") if cfg.init_image else None
+    for p in prompts:
+        if isinstance(p.image, str):  # the guide reads it again; an unreadable one fails here
+            load_image(p.image, field="image_prompts")
+    for spec in cfg.clip:
+        resolve_spec(spec)
+    return device, prompts, init
+
+
 class Run:
     """A RunConfig made ready: models loaded, generator and guide built; iterate for Steps.
 
@@ -73,15 +108,10 @@ class Run:
         from clipforge.guidance.augment import Cutouts
         from clipforge.guidance.clip_models import load_ensemble
         from clipforge.guidance.guide import Guide
-        from clipforge.guidance.prompts import prompts_from_config
-        from clipforge.images import fit_image, load_image
+        from clipforge.images import fit_image
 
         self.config = cfg = resolve_seed(cfg)
-        self.device = device or resolve_device(cfg.device)
-        registry.check_generator(cfg.generator, cfg.width, cfg.height, cfg.generator_options,
-                                 init_image=cfg.init_image is not None, steps=cfg.steps)
-        prompts = prompts_from_config(cfg)
-        init = load_image(cfg.init_image, field="init_image") if cfg.init_image else None
+        self.device, prompts, init = check_inputs(cfg, device)
         ensemble = load_ensemble(cfg.clip, self.device, cache)
         self.generator = registry.build_generator(
             cfg.generator, cfg.width, cfg.height, options=cfg.generator_options,
@@ -172,4 +202,4 @@ def run(cfg: RunConfig, callbacks: Iterable[Callable[[Step], Any]] = (), *, cach
     return Result(r.image(), r.config, r.step.i if r.step else 0, time.perf_counter() - t0, r.step)
 
 
-__all__ = ["Run", "Result", "run", "generate", "resolve_device", "resolve_seed"]
+__all__ = ["check_inputs", "Run", "Result", "run", "generate", "resolve_device", "resolve_seed"]

@@ -21,7 +21,10 @@ from clipforge.config import METADATA_PROMPT_CHARS
 from clipforge.outputs import TMP_SUFFIX
 
 MANIFEST = "manifest.jsonl"
-STATUSES = ("ok", "failed", "nonfinite", "interrupted")
+# ``failed`` / ``nonfinite``: the item's own settings are at fault, a re-run skips it (unless
+# --retry-failed); ``error``: it failed for another reason (out of memory, a dead worker, a
+# bug), so, like ``interrupted``, a re-run renders it again.
+STATUSES = ("ok", "failed", "nonfinite", "error", "interrupted")
 
 
 def manifest_name(shard: tuple[int, int]) -> str:
@@ -46,7 +49,7 @@ def read_manifests(folder: str | os.PathLike) -> ManifestState:
     """Read every ``manifest*.jsonl`` in ``folder`` (line by line; torn lines are ignored).
 
     The last line about an id wins: ``ok`` marks it finished, ``failed`` / ``nonfinite`` mark
-    it failed, ``interrupted`` clears a failure (the item is rendered again).
+    it failed, ``error`` and ``interrupted`` clear a failure (the item is rendered again).
 
     Args:
         folder: the batch's output folder.

@@ -2,7 +2,7 @@
 
 :func:`render_item` turns one config into PNG (and GIF) bytes and never raises for a bad
 item: a failure is classified with :mod:`clipforge.errors` (``nonfinite`` for a diverged run,
-``failed`` for anything else) and comes back as a :class:`Rendered`. It runs in this process
+``failed`` for bad input, ``error`` for anything else: retried by the next run) and comes back as a :class:`Rendered`. It runs in this process
 or inside a Ray actor (:mod:`clipforge.batch.ray_backend`). :class:`Batch` decides what to
 render, writes results atomically and records them in the manifest; it is the only writer.
 
@@ -24,7 +24,7 @@ from clipforge.batch.items import Item
 from clipforge.batch.manifest import Manifest, manifest_name, read_manifests, record
 from clipforge.batch.progress import Progress, Silent
 from clipforge.config import RunConfig
-from clipforge.errors import DiskError, NonFiniteLossError, UsageError
+from clipforge.errors import DiskError, NonFiniteLossError, RunError, UsageError
 from clipforge.outputs import safe_join
 
 
@@ -41,7 +41,8 @@ class Rendered:
 
 def render_item(cfg: RunConfig, cache, on_step: Callable[[Any], None] | None = None) -> Rendered:
     """Render one config to PNG bytes (and GIF bytes with ``save_every``); never raises for a
-    bad item: a failure becomes ``Rendered(status="failed" | "nonfinite", error=...)``.
+    bad item: a failure becomes ``Rendered(status="failed" | "nonfinite" | "error", error=...)``
+    (``error``: not the item's settings' fault, e.g. out of memory; a re-run tries again).
 
     ``KeyboardInterrupt`` propagates (the caller records the item as interrupted).
 
@@ -71,8 +72,10 @@ def render_item(cfg: RunConfig, cache, on_step: Callable[[Any], None] | None = N
         return Rendered("nonfinite", time.perf_counter() - t0, error=str(e))
     except UsageError as e:
         return Rendered("failed", time.perf_counter() - t0, error=str(e))
+    except RunError as e:  # out of memory and the like: not the item's fault, retried
+        return Rendered("error", time.perf_counter() - t0, error=str(e))
     except Exception as e:  # noqa: BLE001 - one bad item never stops the rest
-        return Rendered("failed", time.perf_counter() - t0, error=f"{type(e).__name__}: {e}")
+        return Rendered("error", time.perf_counter() - t0, error=f"{type(e).__name__}: {e}")
     finally:
         # after a failure, free what the traceback kept alive (a full gc.collect); after a
         # success dropping the Run frees its tensors, and a gc per item would cost more than

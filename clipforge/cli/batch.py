@@ -118,7 +118,7 @@ def run_batch(list_path: Path, out: Path, seeds: Optional[str], config_file: Opt
         settings = merge(load_settings(config_file) if config_file is not None else None,
                          flag_settings(flags))
         job = prepare(list_path, out, settings, seed_list, shard_i_n, ray=ray, workers=workers,
-                      retry_failed=retry_failed)
+                      retry_failed=retry_failed, plan=plan)
         if plan:
             return _plan(job, t0)
         swept = job.start()

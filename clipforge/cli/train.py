@@ -61,10 +61,16 @@ def train_clip(
 ) -> None:
     """Train a small CLIP contrastively (Radford et al. 2021) and save it in open_clip's layout."""
     with exits():
+        from clipforge.targets import check_file, check_folder
         from clipforge.training.model_io import save_model
         from clipforge.training.trainer import train
 
+        if out.suffix.lower() == ".safetensors":  # checked before training, not after
+            check_file(out, suffix=".safetensors", overwrite=True)
+        else:
+            check_folder(out)
         ckpt = checkpoint or out.with_name(out.name + ".ckpt.pt")
+        check_folder(ckpt.parent, field="checkpoint")
         with ProgressBars(quiet=not (progress and sys.stderr.isatty())) as bars:
             bar = bars.add("training", total=steps)
             result = train(data, config, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
