@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import unicodedata
 from typing import Any, Mapping
 
 from clipforge.errors import ConfigError
@@ -97,6 +98,12 @@ def _depth(value: Any, level: int = 0) -> int:
     if isinstance(value, (list, tuple)):
         return max((_depth(v, level + 1) for v in value), default=level + 1)
     return level
+
+
+def is_blank(text: str) -> bool:
+    """True when ``text`` holds nothing to read: only whitespace and invisible format
+    characters (zero-width spaces and joiners, byte-order marks: Unicode category Cf)."""
+    return not "".join(ch for ch in text if unicodedata.category(ch) != "Cf").strip()
 
 
 def check_text(name: str, text: str) -> None:

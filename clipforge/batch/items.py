@@ -18,6 +18,7 @@ from typing import Any, Iterable, Iterator, Mapping
 from clipforge.batch.lists import Row
 from clipforge.config import MAX_SEED, RunConfig, merge
 from clipforge.errors import ConfigError, UsageError
+from clipforge.guidance.prompts import prompts_from_config
 from clipforge.outputs import slugify
 
 MAX_ITEMS_PER_ROW = 100_000  # --seeds expands every row; more than this is surely a typo
@@ -174,6 +175,7 @@ def expand_row(row: Row, base: Mapping[str, Any], seeds: list[int],
                 raise ConfigError("seed", "-1 (random) cannot be used in a batch: every item "
                                   "needs a fixed seed so that a re-run finds it; use --seeds")
             cfgs = [RunConfig.from_settings(settings, {"seed": seed}) for seed in row_seeds]
+        prompts_from_config(cfgs[0])  # a prompt empty by its syntax (`|`, `:2`, `x:0`)
     except _ITEM_ERRORS as e:
         yield Item(row.index, row.line, invalid,
                    label=label if isinstance(label, str) else None,

@@ -18,6 +18,7 @@ import typer
 
 from clipforge.cli.common import ProgressBars, exits
 from clipforge.errors import UsageError
+from clipforge.fields import check_text, is_blank
 
 
 # the parameters classify and score share
@@ -106,11 +107,10 @@ def classify(
         import torch
 
         from clipforge.guidance.clip_models import load_embedder
-        from clipforge.training.zeroshot import text_classifier
+        from clipforge.training.zeroshot import check_template, text_classifier
 
         labs = _labels(labels)
-        if "{}" not in template:
-            raise UsageError(f"--template: {template!r} has no {{}} for the label", "template")
+        check_template(template)
         pics = _load_images(images)
         emb = load_embedder(clip)
         with torch.no_grad():
@@ -146,7 +146,8 @@ def score(
         from clipforge.evaluate import (SameModelWarning, check_judge, clip_score, load_judge,
                                         r_precision)
 
-        if not prompt.strip():
+        check_text("prompt", prompt)  # as generate checks it: NUL, lone surrogates
+        if is_blank(prompt):
             raise UsageError("--prompt: prompt is empty", "prompt")
         pics = _load_images(images)
         check_judge(judge, guide)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clipforge.config import ConfigError
+from clipforge.fields import is_blank
 
 MAX_WEIGHT = 1e4  # larger weights overflow the loss (and no prompt needs 10000x another)
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
@@ -117,7 +118,7 @@ def parse_prompt(text: str, *, negate: bool = False) -> list[Prompt]:
     for raw in _split_unescaped(text, "|"):
         body, weight = _split_weight(raw)
         body = _unescape(body).strip()
-        if not body:
+        if is_blank(body):  # nothing visible (zero-width characters only): no prompt
             continue
         w = 1.0 if weight is None else weight
         prompts.append(Prompt(text=body, weight=-w if negate else w))
