@@ -82,9 +82,8 @@ class Job:
             raise DiskError(f"cannot create the output folder {str(self.out)!r}: "
                             f"{e.strerror}") from None
         self.out = self.out.resolve()
-        swept = sweep_shard_temp_files(self.out, self.shard)
         self.batch = Batch(self.out, self.shard, self.retry_failed)
-        return swept
+        return sweep_shard_temp_files(self.out, self.shard, self.batch.claims)
 
     def run(self, progress: Progress = Silent()) -> Stats:
         """Render every pending item (sequentially or on Ray), writing and recording each.

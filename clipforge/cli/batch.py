@@ -71,6 +71,7 @@ def summary(stats: Stats, seconds: float, manifest: Path) -> str:
             + (f", {s.failed_earlier} failed earlier (skipped; --retry-failed retries them)"
                if s.failed_earlier else "")
             + (f", {s.interrupted} interrupted" if s.interrupted else "")
+            + (f", {s.busy} left to another process (claimed there)" if s.busy else "")
             + (f", {s.recovered} finished file(s) added to the manifest" if s.recovered else "")
             + f" in {seconds:.1f} s; manifest: {manifest}")
 
