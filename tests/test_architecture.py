@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("config", "images", "weights"),
     ("outputs", "checkpoint", "targets"),
     ("guidance", "generators", "registry", "loop"),                     # the engine's parts
-    ("runner", "training", "evaluate"),                                 # a run; CLIPs we train
+    ("runner", "training", "evaluate", "memory"),                                 # a run; CLIPs we train
     ("batch", "ui"),                                                    # front ends' libraries
     ("cli", "__main__"),                                                # the command line
 ]

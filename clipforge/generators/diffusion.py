@@ -74,6 +74,11 @@ class DiffusionSampler(nn.Module):
     size_multiple = 1  # the real stride depends on the model; checked once it is read
     option_rules = OPTION_RULES
 
+    @staticmethod
+    def bytes_per_pixel(options: dict) -> float | None:
+        """Peak memory added per pixel: measured for the bundled model only (clipforge.memory)."""
+        return 5000 if options.get("model") == "shapes-ddpm" else None
+
     @classmethod
     def check_settings(cls, options: dict, *, steps: int | None, init_image: bool) -> None:
         """The registry's check of every option (defaults filled in) and the run's settings.

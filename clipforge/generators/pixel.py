@@ -36,6 +36,7 @@ class PixelGenerator(nn.Module):
     """
 
     size_multiple = 1
+    bytes_per_pixel = 375  # peak memory added per pixel (measured: see clipforge.memory)
     option_rules = {"min_size": {"min": 1, "max": 4096}, "init_std": {"min": 0, "max": 1e3}}
 
     def __init__(self, width: int, height: int, *, batch: int = 1, pyramid: bool = True,
