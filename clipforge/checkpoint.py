@@ -109,13 +109,13 @@ def read_state(path: str | os.PathLike, *, format: str, required: Sequence[str],
         whatever ``error`` returns: the file is missing, unreadable, unsafe, of another
             format or a newer version, or lacks a required key.
     """
-    import torch
+    from clipforge.weights import torch_load
 
     p = Path(path)
     if not p.is_file():
         raise error("checkpoint does not exist or is not a file")
     try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
+        state = torch_load(p)
     except Exception as e:  # noqa: BLE001 - unpickling refused, corrupt zip, truncated file
         raise error(f"cannot read checkpoint ({first_line(e)})") from None
     marker = state.get("format") if isinstance(state, dict) else None

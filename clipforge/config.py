@@ -18,11 +18,11 @@ import json
 import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from clipforge.errors import ConfigError
 from clipforge.fields import (MAX_PROMPT_CHARS, FrozenDict, check_field, check_text, coerce,
-                              default_of, parse_json_object, parse_size)
+                              default_of, is_blank, parse_json_object, parse_size)
 
 CONFIG_VERSION = 1
 
@@ -105,8 +105,9 @@ class RunConfig:
                 not isinstance(self.generator_options, FrozenDict):
             object.__setattr__(self, "generator_options", FrozenDict(self.generator_options))
         for name in ("clip", "image_prompts"):  # any sequence of strings, stored as a tuple
-            if isinstance(getattr(self, name), list):
-                object.__setattr__(self, name, tuple(getattr(self, name)))
+            value = getattr(self, name)
+            if isinstance(value, Sequence) and not isinstance(value, (str, bytes, tuple)):
+                object.__setattr__(self, name, tuple(value))
         validate(self)
 
     def replace(self, **changes: Any) -> "RunConfig":
@@ -225,6 +226,8 @@ def load_settings(path: str | Path) -> dict[str, Any]:
     import tomllib
 
     p = Path(path)
+    if not p.is_file():  # a folder, /dev/zero, a FIFO (reading one would block)
+        raise ConfigError("config", f"cannot read {str(p)!r}: not a regular file")
     try:
         raw = p.read_bytes()
     except OSError as e:
@@ -254,7 +257,7 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("size", f"{cfg.width}x{cfg.height} has more than {MAX_PIXELS:,} pixels")
     if not _valid_device(cfg.device):
         raise ConfigError("device", f"{cfg.device!r} is not one of auto, cpu, cuda, cuda:N, mps")
-    if not cfg.prompt.strip() and not cfg.image_prompts:
+    if is_blank(cfg.prompt) and not cfg.image_prompts:
         raise ConfigError("prompt", "prompt is empty (give a text prompt or an image prompt)")
     if len(cfg.prompt) > METADATA_PROMPT_CHARS:
         warnings.warn(f"prompt is {len(cfg.prompt):,} characters; CLIP reads only its first ~77 "

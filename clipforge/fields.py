@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import unicodedata
 from typing import Any, Mapping
 
 from clipforge.errors import ConfigError
@@ -116,6 +117,12 @@ def _depth(value: Any, level: int = 0) -> int:
     return level
 
 
+def is_blank(text: str) -> bool:
+    """True when ``text`` holds nothing to read: only whitespace and invisible format
+    characters (zero-width spaces and joiners, byte-order marks: Unicode category Cf)."""
+    return not "".join(ch for ch in text if unicodedata.category(ch) != "Cf").strip()
+
+
 def check_text(name: str, text: str) -> None:
     """Reject text that cannot be stored or tokenised safely (NUL, lone surrogates, absurd size)."""
     if not isinstance(text, str):
@@ -145,7 +152,32 @@ def range_text(meta: Mapping[str, Any]) -> str:
 
 def check_field(f: dataclasses.Field, value: Any) -> None:
     """Check one field's value on its own (type, range, choices, text); ConfigError if bad."""
-    name, meta, default = f.name, f.metadata, default_of(f)
+    check_value(f.name, value, default_of(f), f.metadata)
+
+
+def check_option(name: str, value: Any, rule: Mapping[str, Any], default: Any = None) -> None:
+    """Check one generator option against its declared rule, strictly (JSON types, no coercion).
+
+    The option's type is ``rule["type"]`` or else its default's; ``None`` ("not set") is
+    allowed when the default is None or ``rule["optional"]`` is true. A list option (or one of no known type) is left to the
+    generator's own ``check_settings``.
+
+    Args:
+        name: the option's name (for the message).
+        value: the given value.
+        rule: its declaration: ``type``, ``optional``, ``min``, ``min_exclusive``, ``max``,
+            ``choices``.
+        default: its default (from the generator's signature).
+    """
+    kind = rule.get("type", type(default) if default is not None else None)
+    if kind not in (bool, int, float, str) or (value is None and (default is None or
+                                                                 rule.get("optional"))):
+        return
+    check_value(name, value, kind(), rule)
+
+
+def check_value(name: str, value: Any, default: Any, meta: Mapping[str, Any]) -> None:
+    """Check a value of the type of ``default`` against ``meta`` (range, choices); ConfigError."""
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ConfigError(name, f"expected true or false, got {value!r}")

@@ -39,11 +39,13 @@ def load_image(path: str | os.PathLike, *, field: str = "image"):
     p = Path(path)
     what = f"{field}: cannot read image {str(path)!r}"
     if not p.exists():
-        raise ImageReadError(f"{what}: no such file")
+        raise ImageReadError(f"{what}: no such file", field)
     if p.is_dir():
-        raise ImageReadError(f"{what}: it is a directory")
+        raise ImageReadError(f"{what}: it is a directory", field)
+    if not p.is_file():  # /dev/zero, a FIFO (opening one would block), a socket
+        raise ImageReadError(f"{what}: not a regular file", field)
     if p.stat().st_size == 0:
-        raise ImageReadError(f"{what}: the file is empty")
+        raise ImageReadError(f"{what}: the file is empty", field)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -51,7 +53,7 @@ def load_image(path: str | os.PathLike, *, field: str = "image"):
                 w, h = img.size
                 if w * h > MAX_IMAGE_PIXELS:
                     raise ImageReadError(f"{what}: {w}x{h} is larger than the "
-                                         f"{MAX_IMAGE_PIXELS:,}-pixel limit (decompression bomb?)")
+                                         f"{MAX_IMAGE_PIXELS:,}-pixel limit (decompression bomb?)", field)
                 img.seek(0)  # first frame of an animation
                 img = ImageOps.exif_transpose(img)
                 rgb = _to_rgb_array(img)
@@ -59,7 +61,7 @@ def load_image(path: str | os.PathLike, *, field: str = "image"):
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning,
             OSError, SyntaxError, ValueError) as e:
-        raise ImageReadError(f"{what}: {type(e).__name__}: {e}") from None
+        raise ImageReadError(f"{what}: {type(e).__name__}: {e}", field) from None
     return torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 

@@ -45,8 +45,13 @@ class Step:
     losses: dict[str, Tensor] = field(default_factory=dict)
 
 
-def diverged(step: int, lr: float) -> NonFiniteLossError:
-    """The error for a run whose loss or parameters blew up first at ``step``."""
+def diverged(step: int, lr: float, initial: bool = False) -> NonFiniteLossError:
+    """The error for a run whose loss or parameters blew up first at ``step``; ``initial``:
+    the very first loss, before any update, was already non-finite (not the learning rate)."""
+    if initial:
+        return NonFiniteLossError(step, "the loss is not finite at step 1, on the initial image "
+                                  "before any update: check the generator's options and the "
+                                  "prompt weights (the learning rate has not acted yet)")
     return NonFiniteLossError(step, f"optimization diverged at step {step}: the loss became "
                               f"non-finite or the parameters exploded (|p| > {PARAM_LIMIT:g}); "
                               f"lower the learning rate (lr={lr:g})")
@@ -121,11 +126,14 @@ def optimize(generator, guide, steps: int, *, lr: float = 0.05, optimizer: str =
         for _ in range(start):
             sched.step()
     first_bad = torch.full((), -1, dtype=torch.long, device=device)
+    initial_bad = torch.zeros((), dtype=torch.bool, device=device)
     try:
         for i in range(start + 1, steps + 1):
             t = (i - 1) / max(1, steps - 1)
             image = generator.render()
             total, parts = guide.loss(image, t)   # in the guide's own precision
+            if i == 1:  # no sync: read only when the run has diverged
+                initial_bad = ~torch.isfinite(total.detach())
             opt.zero_grad(set_to_none=True)
             total.backward()
             opt.step()
@@ -137,7 +145,7 @@ def optimize(generator, guide, steps: int, *, lr: float = 0.05, optimizer: str =
             if i % check_every == 0 or i == steps:
                 k = int(first_bad)
                 if k >= 0:
-                    raise diverged(k, lr)
+                    raise diverged(k, lr, initial=k == 1 and bool(initial_bad))
             yield Step(i, steps, image.detach(), total.detach(),
                        {k: v.detach() for k, v in parts.items()})
     finally:

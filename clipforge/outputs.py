@@ -214,6 +214,8 @@ def read_png_text(path: str | os.PathLike) -> dict[str, str]:
     """All text chunks of a PNG."""
     from PIL import Image, UnidentifiedImageError
 
+    if not Path(path).is_file():  # a folder, /dev/zero, a FIFO (reading one would block)
+        raise ConfigError("from", f"cannot read image {str(path)!r}: not a regular file")
     try:
         with Image.open(path) as img:
             img.load()

@@ -5,8 +5,18 @@ generator, device, **options)`` and which is a :class:`~clipforge.protocols.Gene
 (``render() -> (B, 3, H, W)`` in [0, 1]) or a :class:`~clipforge.protocols.GuidedSampler`; an
 optional ``size_multiple`` class attribute says which sizes it can make, and
 :class:`~clipforge.protocols.InitFromImage` is the optional init-image ability.
-:func:`check_generator` is the one place that checks a generator's size and options;
-:func:`build_generator` calls it before constructing.
+
+Declaring options: every keyword of the constructor beyond the common ones is an option, its
+default is the constructor's default and its type is that default's type. A class attribute
+``option_rules`` adds ranges and choices, and the type of an option whose default is None::
+
+    option_rules = {"min_size": {"min": 1, "max": 4096}, "top_k": {"type": int, "min": 1}}
+
+(the keys of :func:`clipforge.fields.check_option`). Rules that involve other settings or
+structured values go in an optional classmethod ``check_settings(options, *, steps,
+init_image)``, given every option (defaults filled in); it raises ConfigError.
+:func:`check_generator` is the one place that checks a generator's size and options, from
+these declarations, before any model loads; :func:`build_generator` calls it again.
 """
 
 from __future__ import annotations
@@ -69,19 +79,35 @@ def generator_options(name: str) -> dict[str, Any]:
 
 
 def check_generator(name: str, width: int, height: int, options: dict[str, Any] | None = None,
-                    *, init_image: bool = False) -> None:
+                    *, init_image: bool = False, steps: int | None = None) -> None:
     """Check everything about a generator that can be checked before any model loads.
+
+    Args:
+        name: the registered name.
+        width: image width in pixels.
+        height: image height in pixels.
+        options: the given options.
+        init_image: the run starts from an image.
+        steps: the run's steps (None: not known yet; rules about them are not checked).
 
     Raises:
         ConfigError: unknown generator, a size it cannot make (naming the nearest allowed),
-            an unknown option, or an init image it cannot start from.
+            an unknown option or a bad value (naming it and what is allowed), or an init
+            image it cannot start from.
     """
     from clipforge.protocols import InitFromImage
 
     check_size(name, width, height)
-    check_options(name, dict(options or {}))
-    if init_image and not issubclass(generator_class(name), InitFromImage):
+    given = check_options(name, dict(options or {}))
+    cls = generator_class(name)
+    if init_image and not issubclass(cls, InitFromImage):
         raise ConfigError("init_image", f"generator {name!r} cannot start from an image")
+    hook = getattr(cls, "check_settings", None)
+    if hook is not None:
+        try:
+            hook({**generator_options(name), **given}, steps=steps, init_image=init_image)
+        except ConfigError as e:
+            raise ConfigError("generator_options", f"generator {name!r}: {e}") from None
 
 
 def check_size(name: str, width: int, height: int) -> None:
@@ -92,12 +118,28 @@ def check_size(name: str, width: int, height: int) -> None:
                    f"generator {name!r}")
 
 
-def check_options(name: str, options: dict[str, Any]) -> None:
+def check_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Check each given option's name, type and range from the generator's declaration.
+
+    Returns:
+        ``options`` unchanged.
+
+    Raises:
+        ConfigError: (field ``generator_options``) naming the option and what is allowed.
+    """
+    from clipforge.fields import check_option
+
     allowed = generator_options(name)
-    for key in options:
+    rules = getattr(generator_class(name), "option_rules", {})
+    for key, value in options.items():
         if key not in allowed:
             raise ConfigError("generator_options", f"unknown option {key!r} for generator "
                               f"{name!r}; options: {', '.join(allowed) or 'none'}")
+        try:
+            check_option(key, value, rules.get(key, {}), allowed[key])
+        except ConfigError as e:
+            raise ConfigError("generator_options", f"generator {name!r} option {e}") from None
+    return options
 
 
 def build_generator(name: str, width: int, height: int, *, options: dict[str, Any] | None = None,

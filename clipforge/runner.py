@@ -49,11 +49,60 @@ def resolve_seed(cfg: RunConfig) -> RunConfig:
     return cfg.replace(seed=secrets.randbelow(2**63)) if cfg.seed == -1 else cfg
 
 
+def is_out_of_memory(err: BaseException) -> bool:
+    """CUDA's out-of-memory error, or the CPU allocator's (a RuntimeError) or Python's."""
+    return isinstance(err, (torch.OutOfMemoryError, MemoryError)) or (
+        isinstance(err, RuntimeError) and any(s in str(err) for s in _CPU_OOM))
+
+
+_CPU_OOM = ("DefaultCPUAllocator", "can't allocate memory", "not enough memory")
+
+
 def out_of_memory(cfg: RunConfig, step: int) -> RunOutOfMemoryError:
-    """The actionable out-of-memory error of a run that failed at ``step``."""
+    """The actionable out-of-memory error of a run that failed at ``step`` (0: before any)."""
+    at = f"at step {step}" if step else "while building the run"
     return RunOutOfMemoryError(
-        f"out of memory at step {step} ({cfg.width}x{cfg.height}, {cfg.cutn} cutouts, "
+        f"out of memory {at} ({cfg.width}x{cfg.height}, {cfg.cutn} cutouts, "
         f"{len(cfg.clip)} CLIP model(s)); try a smaller size, fewer cutouts or one CLIP model")
+
+
+def check_inputs(cfg: RunConfig, device: torch.device | None = None):
+    """Check everything about ``cfg`` that needs no model loaded: the device, the generator
+    (size, options, the memory it needs), the prompts, the image files and the CLIP names (batch checks its shared
+    settings with this, and every :class:`Run` starts with it).
+
+    Args:
+        cfg: the settings.
+        device: overrides ``cfg.device``.
+
+    Returns:
+        ``(device, prompts, init)``: the resolved device, the parsed prompts and the init image
+        ((1, 3, H, W) in [0, 1]) or None.
+
+    Raises:
+        UsageError: naming the setting (``device``, ``generator_options``, ``init_image``,
+            ``clip``, ...).
+    """
+    from clipforge import registry
+    from clipforge.guidance.clip_models import resolve_spec
+    from clipforge.guidance.prompts import prompts_from_config
+    from clipforge.images import load_image
+    from clipforge.memory import check_memory
+
+    device = device or resolve_device(cfg.device)
+    registry.check_generator(cfg.generator, cfg.width, cfg.height, cfg.generator_options,
+                             init_image=cfg.init_image is not None, steps=cfg.steps)
+    check_memory(cfg.generator, cfg.width, cfg.height,
+                 {**registry.generator_options(cfg.generator), **cfg.generator_options}, device,
+                 getattr(registry.generator_class(cfg.generator), "size_multiple", 1))
+    prompts = prompts_from_config(cfg)
+    init = load_image(cfg.init_image, field="init_image") if cfg.init_image else None
+    for p in prompts:
+        if isinstance(p.image, str):  # the guide reads it again; an unreadable one fails here
+            load_image(p.image, field="image_prompts")
+    for spec in cfg.clip:
+        resolve_spec(spec)
+    return device, prompts, init
 
 
 class Run:
@@ -74,36 +123,37 @@ class Run:
         from clipforge.guidance.augment import Cutouts
         from clipforge.guidance.clip_models import load_ensemble
         from clipforge.guidance.guide import Guide
-        from clipforge.guidance.prompts import prompts_from_config
-        from clipforge.images import fit_image, load_image
+        from clipforge.images import fit_image
 
         cfg = resolve_seed(cfg)
-        self.device = device or resolve_device(cfg.device)
+        self.device, prompts, init = check_inputs(cfg, device)
         # like the seed, the precision is made concrete so that the PNG records the one used
         self.config = cfg = cfg.replace(precision=resolve_precision(cfg.precision, self.device))
-        registry.check_generator(cfg.generator, cfg.width, cfg.height, cfg.generator_options,
-                                 init_image=cfg.init_image is not None)
-        prompts = prompts_from_config(cfg)
-        init = load_image(cfg.init_image, field="init_image") if cfg.init_image else None
-        ensemble = load_ensemble(cfg.clip, self.device, cache)
-        for emb, _ in ensemble.members:
-            emb.compile_tower(cfg.compile)
-        self.generator = registry.build_generator(
-            cfg.generator, cfg.width, cfg.height, options=cfg.generator_options,
-            generator=torch.Generator().manual_seed(cfg.seed), device=self.device)
-        init_target = None
-        if init is not None:
-            self.generator.init_from(init.to(self.device))
-            init_target = fit_image(init, cfg.height, cfg.width, self.generator.render())
-        cutouts = Cutouts(ensemble.image_size, cfg.cutn, cfg.cut_pow, augment=cfg.augment)
-        self.guide = Guide(ensemble, prompts, cutouts, tv_weight=cfg.tv_weight,
-                           range_weight=cfg.range_weight, init_image=init_target,
-                           init_weight=cfg.init_weight,
-                           generator=torch.Generator().manual_seed((cfg.seed + 1) % 2**63),
-                           precision=cfg.precision)
-        # a GuidedSampler (diffusion) is sampled, not optimized: it gets no optimizer
-        self.opt = None if self.samples else make_optimizer(
-            self.generator.parameters(), lr=cfg.lr, optimizer=cfg.optimizer)
+        try:
+            ensemble = load_ensemble(cfg.clip, self.device, cache)
+            for emb, _ in ensemble.members:
+                emb.compile_tower(cfg.compile)
+            self.generator = registry.build_generator(
+                cfg.generator, cfg.width, cfg.height, options=cfg.generator_options,
+                generator=torch.Generator().manual_seed(cfg.seed), device=self.device)
+            init_target = None
+            if init is not None:
+                self.generator.init_from(init.to(self.device))
+                init_target = fit_image(init, cfg.height, cfg.width, self.generator.render())
+            cutouts = Cutouts(ensemble.image_size, cfg.cutn, cfg.cut_pow, augment=cfg.augment)
+            self.guide = Guide(ensemble, prompts, cutouts, tv_weight=cfg.tv_weight,
+                               range_weight=cfg.range_weight, init_image=init_target,
+                               init_weight=cfg.init_weight,
+                               generator=torch.Generator().manual_seed((cfg.seed + 1) % 2**63),
+                               precision=cfg.precision)
+            # a GuidedSampler (diffusion) is sampled, not optimized: it gets no optimizer
+            self.opt = None if self.samples else make_optimizer(
+                self.generator.parameters(), lr=cfg.lr, optimizer=cfg.optimizer)
+        except (torch.OutOfMemoryError, MemoryError, RuntimeError) as e:
+            if not is_out_of_memory(e):
+                raise
+            self.generator = self.guide = self.opt = None
+            raise out_of_memory(cfg, 0) from None
         self.done = 0  # optimizer steps taken so far (a resumed run starts above 0)
         self.step: Step | None = None
 
@@ -126,7 +176,9 @@ class Run:
                 self.done = step.i
                 self.step = step
                 yield step
-        except torch.OutOfMemoryError:
+        except (torch.OutOfMemoryError, MemoryError, RuntimeError) as e:
+            if not is_out_of_memory(e):
+                raise
             i = (self.step.i + 1) if self.step else 1
             steps.close()
             self.release()
@@ -178,4 +230,4 @@ def run(cfg: RunConfig, callbacks: Iterable[Callable[[Step], Any]] = (), *, cach
     return Result(r.image(), r.config, r.step.i if r.step else 0, time.perf_counter() - t0, r.step)
 
 
-__all__ = ["Run", "Result", "run", "generate", "resolve_device", "resolve_seed"]
+__all__ = ["check_inputs", "Run", "Result", "run", "generate", "resolve_device", "resolve_seed"]

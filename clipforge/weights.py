@@ -35,14 +35,29 @@ def sniff_format(path: str | os.PathLike) -> str:
                        "a pickle (first bytes " + head[:8].hex() + ")")
 
 
+def torch_load(path: str | os.PathLike, device: str = "cpu"):
+    """``torch.load(weights_only=True)`` of the file's content, whatever its name.
+
+    Given a path, torch picks its reader by the file name (a PyTorch zip named
+    ``.safetensors`` goes to the safetensors reader and fails); given the open file, it reads
+    the content, which :func:`sniff_format` has already identified.
+
+    Args:
+        path: a PyTorch zip or legacy pickle checkpoint.
+        device: ``map_location``.
+    """
+    import torch
+
+    with open(path, "rb") as f:
+        return torch.load(f, map_location=device, weights_only=True)
+
+
 def load_state_dict(path: str | os.PathLike, device: str = "cpu") -> dict:
     """Read a state dict from a safetensors file or a PyTorch checkpoint, never running code.
 
     Nested ``{"state_dict": ...}`` / ``{"model": ...}`` checkpoints and DataParallel
     ``module.`` prefixes are unwrapped.
     """
-    import torch
-
     fmt = sniff_format(path)
     try:
         if fmt == "safetensors":
@@ -50,7 +65,7 @@ def load_state_dict(path: str | os.PathLike, device: str = "cpu") -> dict:
 
             sd = load_file(str(path), device=device)
         else:
-            sd = torch.load(str(path), map_location=device, weights_only=True)
+            sd = torch_load(path, device)
     except WeightsError:
         raise
     except Exception as e:  # torch's UnpicklingError, safetensors' errors, zip errors

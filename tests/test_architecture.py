@@ -25,9 +25,9 @@ PKG = ROOT / "clipforge"
 LAYERS: list[tuple[str, ...]] = [
     ("errors", "fields", "protocols", "pretrained", "offline"),        # ground: no torch
     ("config", "images", "weights"),
-    ("outputs", "checkpoint"),
-    ("guidance", "generators", "registry", "loop", "precision"),                     # the engine's parts
-    ("runner", "training", "evaluate"),                                 # a run; CLIPs we train
+    ("outputs", "checkpoint", "targets"),
+    ("guidance", "generators", "registry", "loop", "precision"),        # the engine's parts
+    ("runner", "training", "evaluate", "memory"),                       # a run; CLIPs we train
     ("batch", "ui"),                                                    # front ends' libraries
     ("cli", "__main__"),                                                # the command line
 ]

@@ -23,6 +23,7 @@ from clipforge.batch.manifest import manifest_name, sweep_shard_temp_files
 from clipforge.batch.progress import Progress, Silent
 from clipforge.batch.runner import Batch, Stats, run_sequential
 from clipforge.errors import ConfigError, DiskError
+from clipforge.targets import check_folder
 
 
 @dataclass
@@ -81,9 +82,8 @@ class Job:
             raise DiskError(f"cannot create the output folder {str(self.out)!r}: "
                             f"{e.strerror}") from None
         self.out = self.out.resolve()
-        swept = sweep_shard_temp_files(self.out, self.shard)
         self.batch = Batch(self.out, self.shard, self.retry_failed)
-        return swept
+        return sweep_shard_temp_files(self.out, self.shard, self.batch.claims)
 
     def run(self, progress: Progress = Silent()) -> Stats:
         """Render every pending item (sequentially or on Ray), writing and recording each.
@@ -113,7 +113,8 @@ class Job:
 def prepare(list_path: str | os.PathLike, out: str | os.PathLike,
             settings: Mapping[str, Any] | None = None, seeds: list[int] | None = None,
             shard: tuple[int, int] = (0, 1), *, ray: str | None = None,
-            workers: int | None = None, retry_failed: bool = False) -> Job:
+            workers: int | None = None, retry_failed: bool = False,
+            plan: bool = False) -> Job:
     """Check a batch before any work starts and return it as a :class:`Job`.
 
     Args:
@@ -125,6 +126,8 @@ def prepare(list_path: str | os.PathLike, out: str | os.PathLike,
         ray: ``auto`` or a Ray cluster address to render on; None renders here.
         workers: Ray actors (default: one per GPU, else per CPU slot).
         retry_failed: render again items an earlier run recorded as failed.
+        plan: only to be planned: the shared settings are checked without torch (no device,
+            generator or CLIP check).
 
     Raises:
         UsageError: the list, a shared setting, the seeds or the backend cannot be used.
@@ -138,14 +141,13 @@ def prepare(list_path: str | os.PathLike, out: str | os.PathLike,
     if not seeds and settings.get("seed") == -1:
         raise ConfigError("seed", "-1 (random) cannot be used in a batch: every item needs "
                           "a fixed seed so that a re-run finds it; use --seeds")
-    if out.exists() and not out.is_dir():
-        raise ConfigError("out", f"{str(out)!r} exists and is not a folder")
+    check_folder(out)  # not a folder, a name too long, not writable: before any work
     rows = read_rows(list_path)
     first = next(rows, None)  # header and format errors surface here, before any work
     if first is None:
         raise ConfigError("list", f"{Path(list_path).name!r} has no prompts (empty, or only "
                           "blank and # comment lines)")
-    check_shared(settings, first)
+    check_shared(settings, first, inputs=not plan)
 
     def all_rows() -> Iterator[Row]:
         yield first

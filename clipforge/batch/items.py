@@ -17,7 +17,8 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from clipforge.batch.lists import Row
 from clipforge.config import MAX_SEED, RunConfig, merge
-from clipforge.errors import ConfigError
+from clipforge.errors import ConfigError, UsageError
+from clipforge.guidance.prompts import prompts_from_config
 from clipforge.outputs import slugify
 
 MAX_ITEMS_PER_ROW = 100_000  # --seeds expands every row; more than this is surely a typo
@@ -174,6 +175,7 @@ def expand_row(row: Row, base: Mapping[str, Any], seeds: list[int],
                 raise ConfigError("seed", "-1 (random) cannot be used in a batch: every item "
                                   "needs a fixed seed so that a re-run finds it; use --seeds")
             cfgs = [RunConfig.from_settings(settings, {"seed": seed}) for seed in row_seeds]
+        prompts_from_config(cfgs[0])  # a prompt empty by its syntax (`|`, `:2`, `x:0`)
     except _ITEM_ERRORS as e:
         yield Item(row.index, row.line, invalid,
                    label=label if isinstance(label, str) else None,
@@ -209,34 +211,47 @@ def iter_items(rows: Iterable[Row], base: Mapping[str, Any], seeds: list[int],
                 yield item
 
 
-def check_shared(base: Mapping[str, Any], row: Row) -> None:
-    """Raise the error every item would fail with because of a shared setting.
+def check_shared(base: Mapping[str, Any], row: Row, inputs: bool = True) -> None:
+    """Raise the error every item would fail with because of a shared setting, before any work.
 
-    The shared settings are partial (no prompt), so the rules between fields (pixel count,
-    device, CLIP list) are checked on the first row's settings: an error naming a setting the
-    row leaves to the shared ones is the shared settings' fault (exit 2, before any work).
+    The shared settings are partial (no prompt), so they are checked on the first row's
+    settings (or, when that row is bad on its own, on a placeholder prompt): the config's
+    rules between fields, then :func:`clipforge.runner.check_inputs` (the device, generator
+    and options, init image, CLIP names; no model loads). An error naming a setting the row
+    leaves to the shared ones is the shared settings' fault: it is raised (exit 2, no manifest
+    line), so a corrected re-run renders every item.
 
     Args:
         base: the shared settings (a partial ``merge(...)`` dict).
         row: the list's first row.
+        inputs: also run ``check_inputs`` (False for a plan: it imports torch).
 
     Raises:
-        ConfigError: a shared setting is bad.
+        UsageError: a shared setting is bad.
     """
-    if row.error is not None:
-        return
-    values, _ = _row_settings(row)
-    try:
-        own = set(merge(values))
-    except _ITEM_ERRORS:
-        return  # the row's own fault: only its items fail
-    try:
-        RunConfig.from_settings(base, values)
-    except _ITEM_ERRORS as e:
-        name = getattr(e, "field", None)
-        fields = {"width", "height"} if name == "size" else {name}
-        if isinstance(e, ConfigError) and fields & set(base) and not fields & own:
-            raise
+
+    values: dict[str, Any] = {}
+    if row.error is None:
+        values = _row_settings(row)[0]
+    for probe in (values, {}) if values else ({},):
+        try:
+            own = set(merge(probe))
+        except _ITEM_ERRORS:
+            continue  # the row's own fault: only its items fail
+        if not probe:
+            probe = {"prompt": "shared settings check"}
+        try:
+            cfg = RunConfig.from_settings(base, probe)
+            if inputs:
+                from clipforge.runner import check_inputs
+
+                check_inputs(cfg)
+            return
+        except _ITEM_ERRORS as e:
+            name = getattr(e, "field", None)
+            fields = {"width", "height"} if name == "size" else {name}
+            if isinstance(e, UsageError) and fields & set(base) and not fields & own:
+                raise
 
 
 __all__ = ["Item", "settings_hash", "item_key", "parse_seeds", "parse_shard", "expand_row",

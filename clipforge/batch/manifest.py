@@ -21,7 +21,10 @@ from clipforge.config import METADATA_PROMPT_CHARS
 from clipforge.outputs import TMP_SUFFIX
 
 MANIFEST = "manifest.jsonl"
-STATUSES = ("ok", "failed", "nonfinite", "interrupted")
+# ``failed`` / ``nonfinite``: the item's own settings are at fault, a re-run skips it (unless
+# --retry-failed); ``error``: it failed for another reason (out of memory, a dead worker, a
+# bug), so, like ``interrupted``, a re-run renders it again.
+STATUSES = ("ok", "failed", "nonfinite", "error", "interrupted")
 
 
 def manifest_name(shard: tuple[int, int]) -> str:
@@ -36,41 +39,62 @@ def manifest_name(shard: tuple[int, int]) -> str:
 
 @dataclass
 class ManifestState:
-    """What earlier runs recorded: finished ids and the last error of failed ones."""
+    """What the manifests record: finished ids and the last error of failed ones.
+
+    :meth:`update` reads only what was appended since its last call (other processes may be
+    writing to the same folder), so keeping up with them costs each line once.
+    """
 
     ok: set[str] = field(default_factory=set)
     failed: dict[str, str] = field(default_factory=dict)
+    offsets: dict[str, int] = field(default_factory=dict)
+
+    def update(self, folder: str | os.PathLike) -> "ManifestState":
+        """Read the complete lines appended to every ``manifest*.jsonl`` since the last call.
+
+        The last line about an id wins: ``ok`` marks it finished, ``failed`` / ``nonfinite``
+        mark it failed, ``error`` and ``interrupted`` clear a failure (rendered again). Torn
+        lines (``kill -9``, a full disk) are ignored.
+
+        Args:
+            folder: the batch's output folder.
+        """
+        for path in sorted(Path(folder).glob("manifest*.jsonl")):
+            start = self.offsets.get(str(path), 0)
+            with open(path, "rb") as f:
+                f.seek(start)
+                data = f.read()
+            end = data.rfind(b"\n") + 1  # an unfinished last line is read next time
+            self.offsets[str(path)] = start + end
+            for raw in data[:end].splitlines():
+                self._line(raw)
+        return self
+
+    def _line(self, raw: bytes) -> None:
+        try:
+            rec = json.loads(raw)
+            key, status = rec["id"], rec["status"]
+        except (ValueError, KeyError, TypeError, RecursionError):
+            return  # a line torn by kill -9 or a full disk
+        if not isinstance(key, str):
+            return
+        if status == "ok":
+            self.ok.add(key)
+            self.failed.pop(key, None)
+        elif status in ("failed", "nonfinite"):
+            self.ok.discard(key)
+            self.failed[key] = str(rec.get("error") or status)
+        else:
+            self.failed.pop(key, None)
 
 
 def read_manifests(folder: str | os.PathLike) -> ManifestState:
-    """Read every ``manifest*.jsonl`` in ``folder`` (line by line; torn lines are ignored).
-
-    The last line about an id wins: ``ok`` marks it finished, ``failed`` / ``nonfinite`` mark
-    it failed, ``interrupted`` clears a failure (the item is rendered again).
+    """Read every ``manifest*.jsonl`` in ``folder`` (see :meth:`ManifestState.update`).
 
     Args:
         folder: the batch's output folder.
     """
-    state = ManifestState()
-    for path in sorted(Path(folder).glob("manifest*.jsonl")):
-        with open(path, "rb") as f:
-            for raw in f:
-                try:
-                    rec = json.loads(raw)
-                    key, status = rec["id"], rec["status"]
-                except (ValueError, KeyError, TypeError, RecursionError):
-                    continue  # a line torn by kill -9 or a full disk
-                if not isinstance(key, str):
-                    continue
-                if status == "ok":
-                    state.ok.add(key)
-                    state.failed.pop(key, None)
-                elif status in ("failed", "nonfinite"):
-                    state.ok.discard(key)
-                    state.failed[key] = str(rec.get("error") or status)
-                else:
-                    state.failed.pop(key, None)
-    return state
+    return ManifestState().update(folder)
 
 
 class Manifest:
@@ -139,29 +163,38 @@ def record(item: Item, status: str, *, error: str | None = None, seconds: float 
     return rec
 
 
-def sweep_shard_temp_files(folder: Path, shard: tuple[int, int]) -> int:
-    """Delete temp files a killed writer left, only those of items of this shard.
+def sweep_shard_temp_files(folder: Path, shard: tuple[int, int], claims=None) -> int:
+    """Delete temp files a killed writer left, only those of items of this shard, and never
+    those of an item another process has claimed (it is writing them now); with ``claims``,
+    also the lock files their killed holders left.
 
-    Temp names start with ``.ROW-slug-sSEED-hash.png.``, so the shard can be read from them;
-    other shards may be writing beside us right now.
+    Temp names start with ``.ROW-slug-sSEED-hash.png.``, so the item and its shard can be
+    read from them; other shards may be writing beside us right now.
 
     Args:
         folder: the output folder.
         shard: ``(i, N)``.
+        claims: this process's :class:`~clipforge.batch.claims.Claims` in ``folder``.
 
     Returns:
         how many files were deleted.
     """
+    from clipforge.batch.claims import LOCK_SUFFIX
+
     i, n = shard
-    pattern = re.compile(r"^\.(\d+)-.*-s(\d+)-[0-9a-f]{8}\.png\.")
+    pattern = re.compile(r"^\.((\d+)-.*-s(\d+)-[0-9a-f]{8})\.(?:png|gif)\.")
     swept = 0
     for p in folder.glob(f".*{TMP_SUFFIX}"):
         m = pattern.match(p.name)
-        if n > 1 and (m is None or (int(m.group(1)) + int(m.group(2))) % n != i):
+        if n > 1 and (m is None or (int(m.group(2)) + int(m.group(3))) % n != i):
+            continue
+        if m is not None and claims is not None and claims.held_elsewhere(m.group(1)):
             continue
         with contextlib.suppress(OSError):
             p.unlink()
             swept += 1
+    for p in folder.glob(f".*{LOCK_SUFFIX}") if claims is not None else ():
+        claims.held_elsewhere(p.name[1:-len(LOCK_SUFFIX)])  # removes it when nobody holds it
     return swept
 
 

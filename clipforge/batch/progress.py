@@ -43,7 +43,7 @@ class Progress(Protocol):
 
         Args:
             item: the item.
-            status: ``ok``, ``failed`` or ``nonfinite``.
+            status: ``ok``, ``failed``, ``nonfinite`` or ``error``.
         """
 
 

@@ -125,10 +125,10 @@ def _ray_loop(ray, batch: Batch, items: Iterable[Item], progress: Progress,
                 except ray.exceptions.RayActorError as e:
                     if actors[slot] is actor:  # replace the dead worker (once)
                         actors[slot] = actor_cls.remote(threads)
-                    result = Rendered("failed", time.perf_counter() - t0,
+                    result = Rendered("error", time.perf_counter() - t0,
                                       error=f"worker died: {first_line(e)}")
                 except ray.exceptions.RayError as e:
-                    result = Rendered("failed", time.perf_counter() - t0,
+                    result = Rendered("error", time.perf_counter() - t0,
                                       error=f"{type(e).__name__}: {e}")
                 batch.finish(item, result)
                 progress.end_item(item, result.status)

@@ -2,7 +2,7 @@
 
 :func:`render_item` turns one config into PNG (and GIF) bytes and never raises for a bad
 item: a failure is classified with :mod:`clipforge.errors` (``nonfinite`` for a diverged run,
-``failed`` for anything else) and comes back as a :class:`Rendered`. It runs in this process
+``failed`` for bad input, ``error`` for anything else: retried by the next run) and comes back as a :class:`Rendered`. It runs in this process
 or inside a Ray actor (:mod:`clipforge.batch.ray_backend`). :class:`Batch` decides what to
 render, writes results atomically and records them in the manifest; it is the only writer.
 
@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from clipforge.batch.claims import Claims
 from clipforge.batch.items import Item
 from clipforge.batch.manifest import Manifest, manifest_name, read_manifests, record
 from clipforge.batch.progress import Progress, Silent
 from clipforge.config import RunConfig
-from clipforge.errors import DiskError, NonFiniteLossError, UsageError
+from clipforge.errors import DiskError, NonFiniteLossError, RunError, UsageError
 from clipforge.outputs import safe_join
 
 
@@ -41,7 +42,8 @@ class Rendered:
 
 def render_item(cfg: RunConfig, cache, on_step: Callable[[Any], None] | None = None) -> Rendered:
     """Render one config to PNG bytes (and GIF bytes with ``save_every``); never raises for a
-    bad item: a failure becomes ``Rendered(status="failed" | "nonfinite", error=...)``.
+    bad item: a failure becomes ``Rendered(status="failed" | "nonfinite" | "error", error=...)``
+    (``error``: not the item's settings' fault, e.g. out of memory; a re-run tries again).
 
     ``KeyboardInterrupt`` propagates (the caller records the item as interrupted).
 
@@ -71,8 +73,10 @@ def render_item(cfg: RunConfig, cache, on_step: Callable[[Any], None] | None = N
         return Rendered("nonfinite", time.perf_counter() - t0, error=str(e))
     except UsageError as e:
         return Rendered("failed", time.perf_counter() - t0, error=str(e))
+    except RunError as e:  # out of memory and the like: not the item's fault, retried
+        return Rendered("error", time.perf_counter() - t0, error=str(e))
     except Exception as e:  # noqa: BLE001 - one bad item never stops the rest
-        return Rendered("failed", time.perf_counter() - t0, error=f"{type(e).__name__}: {e}")
+        return Rendered("error", time.perf_counter() - t0, error=f"{type(e).__name__}: {e}")
     finally:
         # after a failure, free what the traceback kept alive (a full gc.collect); after a
         # success dropping the Run frees its tensors, and a gc per item would cost more than
@@ -92,6 +96,7 @@ class Stats:
     interrupted: int = 0
     recovered: int = 0
     to_render: int = 0
+    busy: int = 0  # claimed by another process sharing the folder (it renders them)
 
 
 class Batch:
@@ -110,9 +115,11 @@ class Batch:
         self.state = read_manifests(out)
         self.stats = Stats()
         self.manifest: Manifest | None = None
+        self.claims = Claims(out)
 
     def close(self) -> None:
-        """Close the manifest (every line is already on disk)."""
+        """Close the manifest (every line is already on disk) and release every claim."""
+        self.claims.close()
         if self.manifest is not None:
             self.manifest.close()
 
@@ -132,7 +139,9 @@ class Batch:
         return "failed-earlier" if earlier else "render"
 
     def pending(self, items: Iterable[Item]) -> Iterator[Item]:
-        """Items that need rendering; the rest are counted (and recorded when needed) here.
+        """Items that need rendering, each claimed (:mod:`~clipforge.batch.claims`) until
+        :meth:`finish` or :meth:`interrupted`; the rest are counted (and recorded when
+        needed) here. An item another process has claimed is left to it.
 
         Args:
             items: every item of this shard.
@@ -140,20 +149,40 @@ class Batch:
         for item in items:
             what = self.decide(item)
             if what == "render":
+                if not self.claims.take(item.key):
+                    self.stats.busy += 1
+                    continue
+                if (self.out / item.filename).exists():  # finished elsewhere meanwhile
+                    self.claims.release(item.key)
+                    self.stats.skipped += 1
+                    continue
                 self.stats.to_render += 1
                 yield item
             elif what == "done":
                 self.stats.skipped += 1
-                if item.key not in self.state.ok:  # killed between the rename and the log
+                if item.key not in self.state.ok and self._claimed_unrecorded(item, "ok"):
+                    # killed between the rename and the log
                     self._log(record(item, "ok", path=item.filename, recovered=True))
-                    self.state.ok.add(item.key)
+                    self.claims.release(item.key)
                     self.stats.recovered += 1
             elif what == "failed-earlier":
                 self.stats.failed_earlier += 1
             else:
                 self.stats.failed += 1
-                self._log(record(item, "failed", error=item.error))
-                self.state.failed[item.key] = item.error or "invalid"
+                if self._claimed_unrecorded(item, "failed"):
+                    self._log(record(item, "failed", error=item.error))
+                    self.claims.release(item.key)
+
+    def _claimed_unrecorded(self, item: Item, status: str) -> bool:
+        """Claim an item whose line may be missing; True (claim held) when, with the claim
+        held, the manifests (read up to now) still lack it, so this process writes it."""
+        if not self.claims.take(item.key):
+            return False  # its holder writes the line
+        state = self.state.update(self.out)
+        if item.key in (state.ok if status == "ok" else state.failed):
+            self.claims.release(item.key)
+            return False
+        return True
 
     def finish(self, item: Item, result: Rendered) -> None:
         """Write one result's files atomically, then its manifest line.
@@ -165,6 +194,12 @@ class Batch:
         Raises:
             DiskError: the output could not be written (the manifest records it if it can).
         """
+        try:
+            self._finish(item, result)
+        finally:
+            self.claims.release(item.key)  # after the manifest line: it is on disk now
+
+    def _finish(self, item: Item, result: Rendered) -> None:
         from clipforge import outputs
 
         if result.status != "ok":
@@ -199,6 +234,7 @@ class Batch:
         with contextlib.suppress(DiskError):
             self._log(record(item, "interrupted", error="interrupted (Ctrl-C or SIGTERM)",
                              seconds=seconds))
+        self.claims.release(item.key)
 
     def _log(self, rec: dict[str, Any]) -> None:
         """Append a manifest line (opening this shard's manifest on the first one)."""

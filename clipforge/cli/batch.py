@@ -71,6 +71,7 @@ def summary(stats: Stats, seconds: float, manifest: Path) -> str:
             + (f", {s.failed_earlier} failed earlier (skipped; --retry-failed retries them)"
                if s.failed_earlier else "")
             + (f", {s.interrupted} interrupted" if s.interrupted else "")
+            + (f", {s.busy} left to another process (claimed there)" if s.busy else "")
             + (f", {s.recovered} finished file(s) added to the manifest" if s.recovered else "")
             + f" in {seconds:.1f} s; manifest: {manifest}")
 
@@ -118,7 +119,7 @@ def run_batch(list_path: Path, out: Path, seeds: Optional[str], config_file: Opt
         settings = merge(load_settings(config_file) if config_file is not None else None,
                          flag_settings(flags))
         job = prepare(list_path, out, settings, seed_list, shard_i_n, ray=ray, workers=workers,
-                      retry_failed=retry_failed)
+                      retry_failed=retry_failed, plan=plan)
         if plan:
             return _plan(job, t0)
         swept = job.start()

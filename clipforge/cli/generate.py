@@ -20,20 +20,21 @@ from clipforge.config import RunConfig, field_help
 from clipforge.errors import EXIT_OK, ConfigError
 
 
-def _output_path(out: Optional[Path], cfg: RunConfig) -> Path:
-    """``out`` when it names a .png, else a name made from the settings inside ``out``."""
+def _output_path(out: Optional[Path], cfg: RunConfig, overwrite: bool) -> Path:
+    """``out`` when it names a .png, else a name made from the settings inside ``out``;
+    checked (:mod:`clipforge.targets`) but not created, so a refused run leaves nothing."""
     from clipforge.outputs import default_name, safe_join
+    from clipforge.targets import check_file, check_folder
 
     if out is not None and out.suffix.lower() == ".png":
-        out.parent.mkdir(parents=True, exist_ok=True)
-        return out
-    folder = out if out is not None else Path("out")
-    folder.mkdir(parents=True, exist_ok=True)
-    return safe_join(folder, default_name(cfg))
+        return check_file(out, overwrite=overwrite)
+    folder = check_folder(out if out is not None else Path("out"))
+    return check_file(safe_join(folder, default_name(cfg)), overwrite=overwrite)
 
 
 def _generate(prompt: Optional[str], from_png: Optional[Path], out: Optional[Path], quiet: bool,
-              checkpoint_every: int, resume: Optional[Path], **flags: Any) -> None:
+              checkpoint_every: int, resume: Optional[Path], overwrite: bool,
+              **flags: Any) -> None:
     """The command body: settings from the layers, then :func:`render`."""
     try:
         if checkpoint_every < 0:
@@ -54,11 +55,11 @@ def _generate(prompt: Optional[str], from_png: Optional[Path], out: Optional[Pat
     except Exception as e:  # noqa: BLE001 - reported by the one mapper
         raise typer.Exit(report(e)) from None
     raise typer.Exit(render(cfg, out, quiet=quiet, checkpoint_every=checkpoint_every,
-                            resume=ckpt))
+                            resume=ckpt, overwrite=overwrite))
 
 
 def render(cfg: RunConfig, out: Optional[Path], *, quiet: bool = False,
-           checkpoint_every: int = 0, resume=None) -> int:
+           checkpoint_every: int = 0, resume=None, overwrite: bool = False) -> int:
     """Run one config to a PNG (and a progress GIF with ``save_every``); returns the exit code.
 
     Args:
@@ -68,19 +69,21 @@ def render(cfg: RunConfig, out: Optional[Path], *, quiet: bool = False,
         checkpoint_every: K > 0 saves the run's state beside the PNG (``NAME.ckpt``) every K
             steps.
         resume: a :class:`clipforge.checkpoint.Checkpoint` to continue.
+        overwrite: replace an existing PNG (else exit 2 before any work).
     """
     import torch
 
     from clipforge.outputs import FrameRecorder, save_png
-    from clipforge.runner import Run
+    from clipforge.runner import Run, resolve_seed
 
     run = None
     try:
+        cfg = resolve_seed(cfg)  # the concrete seed names the file, checked before any work
+        path = _output_path(out, cfg, overwrite)
         if cfg.device == "auto" and not torch.cuda.is_available():
             echo_err("note: no GPU found, running on the CPU")
         run = Run(cfg)
-        cfg = run.config  # with the concrete seed when -1 was given
-        path = _output_path(out, cfg)
+        path.parent.mkdir(parents=True, exist_ok=True)  # checked above; made once work starts
         if checkpoint_every or resume is not None:
             from clipforge.checkpoint import check_supported, default_path, restore
 
@@ -126,6 +129,8 @@ PARAMS = [
     option("out", Optional[Path], None, "--out", "-o", help="Output .png file or folder "
            "(default: out/)"),
     option("quiet", bool, False, "--quiet", "-q", help="No progress bar."),
+    option("overwrite", bool, False, help="Replace an existing PNG (without it, an existing "
+           "output is refused before any work)."),
     option("checkpoint_every", int, 0, help="Save the run's state beside the PNG (NAME.ckpt) "
            "every K steps (0 = off)."),
     option("resume", Optional[Path], None, help="Continue the run saved in a checkpoint (its "

@@ -18,6 +18,7 @@ import typer
 
 from clipforge.cli.common import ProgressBars, exits
 from clipforge.errors import UsageError
+from clipforge.fields import check_text, is_blank
 
 
 # the parameters classify and score share
@@ -63,10 +64,16 @@ def train_clip(
 ) -> None:
     """Train a small CLIP contrastively (Radford et al. 2021) and save it in open_clip's layout."""
     with exits():
+        from clipforge.targets import check_file, check_folder
         from clipforge.training.model_io import save_model
         from clipforge.training.trainer import train
 
+        if out.suffix.lower() == ".safetensors":  # checked before training, not after
+            check_file(out, suffix=".safetensors", overwrite=True)
+        else:
+            check_folder(out)
         ckpt = checkpoint or out.with_name(out.name + ".ckpt.pt")
+        check_folder(ckpt.parent, field="checkpoint")
         with ProgressBars(quiet=not (progress and sys.stderr.isatty())) as bars:
             bar = bars.add("training", total=steps)
             result = train(data, config, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
@@ -103,11 +110,10 @@ def classify(
         import torch
 
         from clipforge.guidance.clip_models import load_embedder
-        from clipforge.training.zeroshot import text_classifier
+        from clipforge.training.zeroshot import check_template, text_classifier
 
         labs = _labels(labels)
-        if "{}" not in template:
-            raise UsageError(f"--template: {template!r} has no {{}} for the label", "template")
+        check_template(template)
         pics = _load_images(images)
         emb = load_embedder(clip)
         with torch.no_grad():
@@ -143,7 +149,8 @@ def score(
         from clipforge.evaluate import (SameModelWarning, check_judge, clip_score, load_judge,
                                         r_precision)
 
-        if not prompt.strip():
+        check_text("prompt", prompt)  # as generate checks it: NUL, lone surrogates
+        if is_blank(prompt):
             raise UsageError("--prompt: prompt is empty", "prompt")
         pics = _load_images(images)
         check_judge(judge, guide)

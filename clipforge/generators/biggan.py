@@ -73,6 +73,8 @@ class BigGANGenerator(nn.Module):
     """
 
     size_multiple = 1  # the one allowed size depends on the model; checked in the constructor
+    option_rules = {"truncation": {"min_exclusive": 0, "max": 1},
+                    "top_k": {"type": int, "min": 1}}  # at most the model's classes: checked later
 
     def __init__(self, width: int, height: int, *, batch: int = 1,
                  model: str = "osanseviero/BigGAN-deep-128", truncation: float = 0.4,

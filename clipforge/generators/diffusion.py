@@ -26,8 +26,8 @@ import torch
 from torch import Tensor, nn
 
 from clipforge.errors import ConfigError
-from clipforge.generators.diffusion_models import (check_options, eps_from_output, load_pipeline,
-                                                   make_scheduler)
+from clipforge.generators.diffusion_models import (OPTION_RULES, check_options, eps_from_output,
+                                                   load_pipeline, make_scheduler, skip_of)
 from clipforge.generators.draw import randn
 from clipforge.guidance.classifier_guidance import guided_eps, predict_x0
 from clipforge.images import fit_image
@@ -72,6 +72,24 @@ class DiffusionSampler(nn.Module):
     """
 
     size_multiple = 1  # the real stride depends on the model; checked once it is read
+    option_rules = OPTION_RULES
+
+    @staticmethod
+    def bytes_per_pixel(options: dict) -> float | None:
+        """Peak memory added per pixel: measured for the bundled model only (clipforge.memory)."""
+        return 5000 if options.get("model") == "shapes-ddpm" else None
+
+    @classmethod
+    def check_settings(cls, options: dict, *, steps: int | None, init_image: bool) -> None:
+        """The registry's check of every option (defaults filled in) and the run's settings.
+
+        Args:
+            options: every option of the constructor.
+            steps: the run's steps (None: unknown yet).
+            init_image: the run starts from an image.
+        """
+        check_options(**options)
+        skip_of(options["skip_steps"], steps or None, init_image)
 
     def __init__(self, width: int, height: int, *, batch: int = 1, model: str = "shapes-ddpm",
                  scheduler: str = "ddim", guidance_scale: float = 1.0, normalize_grad: bool = True,
@@ -158,12 +176,7 @@ class DiffusionSampler(nn.Module):
                 not 1 <= steps <= self.num_train_timesteps:
             raise ConfigError("steps", f"{steps!r} is out of range; diffusion allowed: 1 to "
                               f"{self.num_train_timesteps} (the model's training timesteps)")
-        skip = self.skip_steps if self.skip_steps is not None else \
-            (steps // 2 if self._init is not None else 0)
-        if skip and self._init is None:
-            raise ConfigError("skip_steps", f"{skip} needs an init image (nothing to start from)")
-        if skip >= steps:
-            raise ConfigError("skip_steps", f"{skip} is out of range; allowed: 0 to {steps - 1}")
+        skip = skip_of(self.skip_steps, steps, self._init is not None)
         cond = self._text_conditioning(guide) if self.latent else None
         return self._run(guide, steps, skip, cond, generator or torch.Generator().manual_seed(0))
 

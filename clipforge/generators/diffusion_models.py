@@ -3,8 +3,8 @@
 As diffusers keeps models, schedulers and pipelines apart, :mod:`clipforge.generators.diffusion`
 holds only the guided sampling loop; this module
 
-- checks the sampler's options before anything loads (ranges through
-  :func:`clipforge.fields.check_field`, the same checks as RunConfig's fields);
+- declares and checks the sampler's options before anything loads (``OPTION_RULES``, read
+  through :func:`clipforge.fields.check_option` like every generator's);
 - reads a pipeline's ``model_index.json`` (a hub id, a local folder or the bundled
   ``shapes-ddpm`` from :mod:`clipforge.pretrained`), names every component it needs, checks
   the image size against the configs, and only then loads the weights;
@@ -20,7 +20,6 @@ text encoder); an ``AutoencoderTiny`` (TAESD) may be added as a fast decoder.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field, fields
 
 import torch
 from torch import Tensor
@@ -28,7 +27,7 @@ from torch import Tensor
 from clipforge import pretrained
 from clipforge.config import MAX_CUTN
 from clipforge.errors import ConfigError
-from clipforge.fields import check_field
+from clipforge.fields import check_option
 from clipforge.errors import first_line
 from clipforge.generators.hub import check_factor, is_local_path
 from clipforge.offline import before_hub_access
@@ -45,56 +44,64 @@ class DiffusionModelError(ConfigError):
         super().__init__("model", message)
 
 
-@dataclass(frozen=True)
-class _Checked:
-    """Type and range of each simple option, in the form :func:`check_field` reads.
+# The sampler's declared options (clipforge.registry reads them as ``option_rules``); the
+# defaults live once, in DiffusionSampler's signature.
+OPTION_RULES = {
+    "model": {"type": str}, "decoder": {"type": str}, "text": {"type": str},
+    "negative_text": {"type": str},
+    "scheduler": {"type": str, "choices": SCHEDULERS},
+    "guidance_scale": {"type": float, "min": 0, "max": 1e6},
+    "clamp_max": {"type": float, "min": 0, "max": 1e6},
+    "sat_scale": {"type": float, "min": 0, "max": 1e6},
+    "cfg_scale": {"type": float, "min": 0, "max": 100},
+    "eta": {"type": float, "min": 0, "max": 1},
+    "dtype": {"type": str, "choices": DTYPES},
+    "normalize_grad": {"type": bool}, "backprop_model": {"type": bool},
+    "skip_steps": {"type": int, "min": 0, "max": 100_000},
+}
+_OPTIONAL = ("decoder", "text", "negative_text", "skip_steps")
 
-    Only types and ranges count: the defaults live once, in ``DiffusionSampler``'s signature
-    (where the registry reads them), so these are placeholders of the right type.
-    """
 
-    scheduler: str = field(default="", metadata={"choices": SCHEDULERS})
-    guidance_scale: float = field(default=0.0, metadata={"min": 0, "max": 1e6})
-    clamp_max: float = field(default=0.0, metadata={"min": 0, "max": 1e6})
-    sat_scale: float = field(default=0.0, metadata={"min": 0, "max": 1e6})
-    cfg_scale: float = field(default=0.0, metadata={"min": 0, "max": 100})
-    eta: float = field(default=0.0, metadata={"min": 0, "max": 1})
-    dtype: str = field(default="", metadata={"choices": DTYPES})
-    normalize_grad: bool = False
-    backprop_model: bool = False
-
-
-def check_options(*, model, decoder, text, negative_text, skip_steps, cutn_schedule,
-                  **simple) -> None:
+def check_options(*, cutn_schedule, **options) -> None:
     """Check the sampler's options, before anything loads; ConfigError naming the first bad one.
 
     Args:
-        model: the pipeline (non-empty text).
-        decoder: the fast decoder, or None.
-        text: the latent model's own prompt, or None.
-        negative_text: its negative prompt, or None.
-        skip_steps: None or a whole number >= 0 (checked against steps when sampling).
         cutn_schedule: None or a list of cutout counts, each 1 to ``MAX_CUTN``.
-        simple: every field of the ``_Checked`` table (scheduler, the scales, eta, dtype, ...).
+        options: every option of ``OPTION_RULES`` (model, scheduler, the scales, eta, ...).
     """
-    for f in fields(_Checked):
-        check_field(f, simple[f.name])
-    if simple["eta"] and simple["scheduler"] != "ddim":
+    for name, rule in OPTION_RULES.items():
+        check_option(name, options[name], rule, None if name in _OPTIONAL else rule["type"]())
+    if not options["model"]:
+        raise ConfigError("model", "expected a model name or folder, got ''")
+    if options["eta"] and options["scheduler"] != "ddim":
         raise ConfigError("eta", f"eta applies to the ddim scheduler only (got "
-                          f"{simple['scheduler']!r}; use dpm++-sde for a stochastic DPM-Solver++)")
-    if skip_steps is not None and (isinstance(skip_steps, bool) or not isinstance(skip_steps, int)
-                                   or skip_steps < 0):
-        raise ConfigError("skip_steps", f"{skip_steps!r} is out of range; allowed: a whole "
-                          "number >= 0 and below steps")
+                          f"{options['scheduler']!r}; use dpm++-sde for a stochastic DPM-Solver++)")
     if cutn_schedule is not None and (not isinstance(cutn_schedule, (list, tuple)) or any(
             isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_CUTN
             for n in cutn_schedule)):
         raise ConfigError("cutn_schedule", f"{cutn_schedule!r}: expected a list of whole numbers "
                           f"from 1 to {MAX_CUTN}")
-    for name, value in (("model", model), ("decoder", decoder), ("text", text),
-                        ("negative_text", negative_text)):
-        if value is not None and not isinstance(value, str) or (name == "model" and not value):
-            raise ConfigError(name, f"expected text, got {value!r}")
+
+
+def skip_of(skip_steps: int | None, steps: int | None, init_image: bool) -> int:
+    """The steps skipped when sampling ``steps`` (default: half with an init image, else 0).
+
+    Args:
+        skip_steps: the option (None: the default).
+        steps: the run's steps (None: not known yet, only the init image is checked).
+        init_image: the run starts from an image.
+
+    Raises:
+        ConfigError: (field ``skip_steps``) skipping without an init image, or not below steps.
+    """
+    skip = skip_steps if skip_steps is not None else (steps // 2 if init_image and steps else 0)
+    if skip and not init_image:
+        raise ConfigError("skip_steps", f"{skip} needs an init image (nothing to start from); "
+                          "give --init-image or leave skip_steps out")
+    if steps is not None and skip >= steps:
+        raise ConfigError("skip_steps", f"{skip} is out of range; allowed: 0 to {steps - 1} "
+                          "(below steps)")
+    return skip
 
 
 def make_scheduler(name: str, config: dict):

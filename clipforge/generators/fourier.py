@@ -38,6 +38,8 @@ class FourierGenerator(nn.Module):
     """
 
     size_multiple = 1
+    bytes_per_pixel = 232  # peak memory added per pixel (measured: see clipforge.memory)
+    option_rules = {"decay": {"min": 0, "max": 10}, "init_std": {"min": 0, "max": 1e3}}
 
     def __init__(self, width: int, height: int, *, batch: int = 1, decay: float = 1.0,
                  init_std: float = 0.01, decorrelate: bool = True,

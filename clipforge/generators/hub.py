@@ -97,6 +97,11 @@ def read_model_config(model: str, subfolder: str | None = None, *, what: str,
         folder = Path(model).expanduser() / (subfolder or "")
         cfg_file = folder / "config.json"
         if not folder.is_dir():
+            if subfolder and (Path(model).expanduser() / "config.json").is_file():
+                raise ConfigError(field, f"{what}: {model!r} holds the model itself, not in a "
+                                  f"{subfolder!r} subfolder; pass \"subfolder\": null, e.g. "
+                                  f"--generator-options '{{\"model\": \"{model}\", "
+                                  "\"subfolder\": null}'")
             raise ConfigError(field, f"{what} folder {str(folder)!r} does not exist (pass a "
                               "diffusers model folder, or a hub id such as org/name)")
         if not cfg_file.is_file():

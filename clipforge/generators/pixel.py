@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from clipforge.errors import ConfigError
 from clipforge.generators.draw import randn
 from clipforge.images import fit_image
 
@@ -35,13 +36,15 @@ class PixelGenerator(nn.Module):
     """
 
     size_multiple = 1
+    bytes_per_pixel = 375  # peak memory added per pixel (measured: see clipforge.memory)
+    option_rules = {"min_size": {"min": 1, "max": 4096}, "init_std": {"min": 0, "max": 1e3}}
 
     def __init__(self, width: int, height: int, *, batch: int = 1, pyramid: bool = True,
                  min_size: int = 4, init_std: float = 0.1,
                  generator: torch.Generator | None = None, device: str | torch.device = "cpu"):
         super().__init__()
-        if min_size < 1:
-            raise ValueError(f"pixel: min_size must be >= 1, got {min_size}")
+        if not min_size >= 1:  # the registry checks options; this guards a direct call
+            raise ConfigError("min_size", f"{min_size!r} is out of range; allowed: >= 1")
         self.width, self.height = width, height
         sizes = []
         if pyramid:

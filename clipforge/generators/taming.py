@@ -22,7 +22,7 @@ from torch import Tensor
 
 from clipforge.errors import ConfigError, WeightsError, first_line
 from clipforge.outputs import atomic_dir
-from clipforge.weights import load_state_dict, sniff_format
+from clipforge.weights import load_state_dict, sniff_format, torch_load
 
 _RENAMES = [  # taming name piece -> diffusers name piece, inside one block
     (r"\.nin_shortcut\.", ".conv_shortcut."), (r"\.norm\.", ".group_norm."),
@@ -101,33 +101,50 @@ def _load_checkpoint_without_code(path: Path) -> dict:
 
     ``torch.load(weights_only=True)`` refuses the Lightning callback and hyper-parameter
     classes pickled beside the weights; they are mapped to empty classes here, so nothing from
-    the file is ever run.
+    the file is ever run. A zip checkpoint lists them up front; a legacy (non-zip) one names
+    them one refusal at a time.
     """
-    if sniff_format(path) == "safetensors":
+    fmt = sniff_format(path)
+    if fmt == "safetensors":
         return load_state_dict(path)
-    names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
-
-    class _Inert:
-        def __init__(self, *args, **kwargs):
-            pass
-
-        def __setstate__(self, state):
-            pass
-
-    stubs = []
-    for full in names:
-        module, _, name = full.rpartition(".")
-        stubs.append(type(name, (_Inert,), {"__module__": module, "__qualname__": name}))
-    try:
-        with torch.serialization.safe_globals(stubs):
-            ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise WeightsError(f"cannot load checkpoint {str(path)!r}: {first_line(e, 300)}") \
-            from None
+    names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path)) \
+        if fmt == "torch-zip" else []
+    tried = set(names)
+    stubs = [_inert(full) for full in names]
+    while True:
+        try:
+            with torch.serialization.safe_globals(stubs):
+                ckpt = torch_load(path)
+            break
+        except Exception as e:  # noqa: BLE001 - unpickling refused, corrupt file
+            m = _UNSUPPORTED.search(str(e))
+            if m is None or m.group(1) in tried or len(tried) >= _MAX_STUBS:
+                raise WeightsError(f"cannot load checkpoint {str(path)!r}: "
+                                   f"{first_line(e, 300)}") from None
+            tried.add(m.group(1))
+            stubs.append(_inert(m.group(1)))
     sd = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(sd, dict) or not sd:
         raise WeightsError(f"checkpoint {str(path)!r} holds no state dict")
     return sd
+
+
+_MAX_STUBS = 64  # a Lightning checkpoint pickles a handful of classes beside its weights
+_UNSUPPORTED = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+
+
+class _Inert:
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        pass
+
+
+def _inert(full: str) -> type:
+    """An empty class named ``full`` (module.Name) that torch may unpickle in its place."""
+    module, _, name = full.rpartition(".")
+    return type(name, (_Inert,), {"__module__": module, "__qualname__": name})
 
 
 def convert_taming_checkpoint(ckpt: str | os.PathLike, config: str | os.PathLike,

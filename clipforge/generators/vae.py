@@ -69,6 +69,7 @@ class VaeGenerator(nn.Module):
     """
 
     size_multiple = 8
+    option_rules = {"subfolder": {"type": str}, "init_std": {"min": 0, "max": 1e3}}
 
     def __init__(self, width: int, height: int, *, batch: int = 1,
                  model: str = "madebyollin/taesd", subfolder: str | None = None,

@@ -64,6 +64,7 @@ class VqganGenerator(nn.Module):
     """
 
     size_multiple = 8
+    option_rules = {"subfolder": {"optional": True}}
 
     def __init__(self, width: int, height: int, *, batch: int = 1,
                  model: str = "microsoft/vq-diffusion-ithq", subfolder: str | None = "vqvae",

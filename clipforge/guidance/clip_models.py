@@ -68,33 +68,39 @@ def _load_folder(folder: Path, name: str, device) -> ClipEmbedder:
     oc = _open_clip()
     cfg = folder / "open_clip_config.json"
     if not cfg.is_file():
-        raise ModelLoadError(f"clip {name!r}: folder {str(folder)!r} has no open_clip_config.json "
+        raise _error(f"clip {name!r}: folder {str(folder)!r} has no open_clip_config.json "
                              "(expected open_clip's hub layout: open_clip_config.json + weights)")
     weights = [folder / n for n in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin",
                                     "model.safetensors", "pytorch_model.bin")
                if (folder / n).is_file()]
     if not weights:
-        raise ModelLoadError(f"clip {name!r}: folder {str(folder)!r} has no weights file "
+        raise _error(f"clip {name!r}: folder {str(folder)!r} has no weights file "
                              "(open_clip_model.safetensors or open_clip_pytorch_model.bin)")
     try:
         model = _quiet_create(oc, f"local-dir:{folder}", load_weights=False)
         tokenizer = oc.get_tokenizer(f"local-dir:{folder}")
         _load_into(model, load_state_dict(weights[0]), name, weights[0])
     except WeightsError as e:
-        raise ModelLoadError(f"clip {name!r}: {e}") from None
+        raise _error(f"clip {name!r}: {e}") from None
     except (ValueError, RuntimeError, KeyError, TypeError) as e:
         if isinstance(e, ModelLoadError):
             raise
-        raise ModelLoadError(f"clip {name!r}: cannot build the model in {str(folder)!r}: {e}") from None
+        raise _error(f"clip {name!r}: cannot build the model in {str(folder)!r}: {e}") from None
     return _wrap(model, tokenizer, name, device)
 
 
 def _load_into(model: nn.Module, sd: dict, name: str, path) -> None:
     if "logit_scale" in sd and sd["logit_scale"].ndim != model.logit_scale.ndim:
         sd["logit_scale"] = sd["logit_scale"].reshape(model.logit_scale.shape)
-    result = model.load_state_dict(sd, strict=False)
+    try:
+        result = model.load_state_dict(sd, strict=False)
+    except RuntimeError as e:  # a tensor of another shape: weights of another architecture
+        shapes = [line.strip() for line in str(e).splitlines() if "size mismatch" in line]
+        raise _error(f"clip {name!r}: weights in {str(path)!r} are for another architecture "
+                     f"than {name.partition(':')[0]} ({len(shapes)} tensor(s) of another shape, "
+                     f"e.g. {(shapes or [first_line(e)])[0][:240]})") from None
     if result.missing_keys or result.unexpected_keys:
-        raise ModelLoadError(
+        raise _error(
             f"clip {name!r}: weights in {str(path)!r} do not match the architecture "
             f"(missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]})")
 
@@ -106,63 +112,94 @@ def _available_message(oc) -> str:
             "`NAME:/path/to/weights`")
 
 
-def load_embedder(spec: str, device: str | torch.device = "cpu") -> ClipEmbedder:
-    """Load one CLIP model by spec (see the module docstring) as a frozen ClipEmbedder.
+def resolve_spec(spec: str) -> tuple[str, str, str]:
+    """Check a spec without loading anything: ``(kind, name, where)`` saying how to load it.
+
+    ``kind`` is ``folder`` (``where`` the folder), ``hub`` (an ``hf-hub:`` id), ``random``,
+    ``file`` (``where`` the weights file) or ``pretrained`` (``where`` the tag).
 
     Raises:
-        ModelLoadError: unknown name or tag (listing what exists), missing or corrupt weights,
-            or a failed download (naming the file and how to use a local copy instead).
+        ModelLoadError: (field ``clip``) unknown name or tag, listing what exists; a bundled
+            model or a weights file that is missing.
     """
     name, _ = split_weight(spec)
     bundled = pretrained.get(name, "clip")
     if bundled is not None:
         if not bundled.present:
-            raise ModelLoadError(f"clip {name!r}: the bundled model is missing from "
-                                 f"{bundled.path} (run {bundled.recipe})")
-        return _load_folder(bundled.path, name, device)
+            raise _error(f"clip {name!r}: the bundled model is missing from "
+                         f"{bundled.path} (run {bundled.recipe})")
+        return "folder", name, str(bundled.path)
     if name.startswith("local-dir:"):
-        return _load_folder(Path(name[len("local-dir:"):]), name, device)
+        return "folder", name, name[len("local-dir:"):]
     if Path(name).is_dir():
-        return _load_folder(Path(name), name, device)
-    oc = _open_clip()
+        return "folder", name, name
     if name.startswith("hf-hub:"):
+        return "hub", name, name
+    oc = _open_clip()
+    arch, sep, tag = name.partition(":")
+    if arch not in oc.list_models():
+        if Path(name).is_file():
+            raise _error(f"clip {name!r}: a weights file alone does not say its "
+                         "architecture; use ARCH:PATH, e.g. ViT-B-32:" + name)
+        raise _error(f"clip {name!r}: unknown model. Available: {_available_message(oc)}")
+    tags = oc.list_pretrained_tags_by_model(arch)
+    if not sep:
+        raise _error(f"clip {name!r}: name a pretrained tag, e.g. {arch}:{tags[0] if tags else 'TAG'}"
+                     f" (tags: {', '.join(tags) or 'none'}; or {arch}:/path/to/weights, or "
+                     f"{arch}:random)")
+    if tag == "random":
+        return "random", name, ""
+    if Path(tag).exists() or "/" in tag or "\\" in tag or tag.endswith((".bin", ".pt", ".pth", ".safetensors")):
+        if not Path(tag).is_file():
+            raise _error(f"clip {name!r}: weights file {tag!r} does not exist or is not a file")
+        return "file", name, tag
+    if tag not in tags:
+        raise _error(f"clip {name!r}: unknown pretrained tag {tag!r} for {arch}; "
+                     f"available tags: {', '.join(tags) or 'none'}")
+    return "pretrained", name, tag
+
+
+def _error(message: str) -> ModelLoadError:
+    return ModelLoadError(message, "clip")
+
+
+def load_embedder(spec: str, device: str | torch.device = "cpu") -> ClipEmbedder:
+    """Load one CLIP model by spec (see the module docstring) as a frozen ClipEmbedder.
+
+    Raises:
+        ModelLoadError: unknown name or tag (listing what exists), missing or corrupt weights,
+            weights of another architecture, or a failed download (naming the file and how to
+            use a local copy instead).
+    """
+    kind, name, where = resolve_spec(spec)
+    if kind == "folder":
+        return _load_folder(Path(where), name, device)
+    oc = _open_clip()
+    if kind == "hub":
         before_hub_access()
         try:
             model = oc.create_model(name)
             return _wrap(model, oc.get_tokenizer(name), name, device)
         except Exception as e:
-            raise ModelLoadError(_download_hint(name, e)) from None
-    arch, sep, tag = name.partition(":")
-    if arch not in oc.list_models():
-        if Path(name).is_file():
-            raise ModelLoadError(f"clip {name!r}: a weights file alone does not say its "
-                                 "architecture; use ARCH:PATH, e.g. ViT-B-32:" + name)
-        raise ModelLoadError(f"clip {name!r}: unknown model. Available: {_available_message(oc)}")
-    tags = oc.list_pretrained_tags_by_model(arch)
-    if not sep:
-        raise ModelLoadError(f"clip {name!r}: name a pretrained tag, e.g. {arch}:{tags[0] if tags else 'TAG'}"
-                             f" (tags: {', '.join(tags) or 'none'}; or {arch}:/path/to/weights, or "
-                             f"{arch}:random)")
-    if tag == "random":
+            raise _error(_download_hint(name, e)) from None
+    arch = name.partition(":")[0]
+    if kind == "random":
         return _wrap(_quiet_create(oc, arch), oc.get_tokenizer(arch), name, device)
-    if Path(tag).exists() or "/" in tag or "\\" in tag or tag.endswith((".bin", ".pt", ".pth", ".safetensors")):
+    if kind == "file":
         from clipforge.weights import load_state_dict
 
         try:
-            sd = load_state_dict(tag)
+            sd = load_state_dict(where)
         except WeightsError as e:
-            raise ModelLoadError(f"clip {name!r}: {e}") from None
+            raise _error(f"clip {name!r}: {e}") from None
         model = _quiet_create(oc, arch)
-        _load_into(model, sd, name, tag)
+        _load_into(model, sd, name, where)
         return _wrap(model, oc.get_tokenizer(arch), name, device)
-    if tag not in tags:
-        raise ModelLoadError(f"clip {name!r}: unknown pretrained tag {tag!r} for {arch}; "
-                             f"available tags: {', '.join(tags) or 'none'}")
     before_hub_access()
     try:
-        model = oc.create_model(arch, pretrained=tag)
+        model = oc.create_model(arch, pretrained=where)
     except Exception as e:
-        raise ModelLoadError(_download_hint(name, e)) from None
+        raise _error(_download_hint(name, e)) from None
     return _wrap(model, oc.get_tokenizer(arch), name, device)
 
 
@@ -210,4 +247,4 @@ def load_ensemble(specs: Sequence[str], device: str | torch.device = "cpu",
     return Ensemble(tuple(members))
 
 
-__all__ = ["load_embedder", "load_ensemble", "ModelCache", "ModelLoadError"]
+__all__ = ["resolve_spec", "load_embedder", "load_ensemble", "ModelCache", "ModelLoadError"]

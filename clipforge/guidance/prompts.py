@@ -15,13 +15,14 @@ Parts whose text is empty after stripping are dropped. Weights are scheduled wit
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from clipforge.config import ConfigError
+from clipforge.fields import is_blank
 
+MAX_WEIGHT = 1e4  # larger weights overflow the loss (and no prompt needs 10000x another)
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 
 
@@ -46,8 +47,10 @@ class Prompt:
     def __post_init__(self) -> None:
         if (self.text is None) == (self.image is None):
             raise ConfigError("prompt", "a Prompt needs exactly one of text or image")
-        if not isinstance(self.weight, (int, float)) or not math.isfinite(self.weight):
-            raise ConfigError("prompt weight", f"must be a finite number, got {self.weight!r}")
+        if isinstance(self.weight, bool) or not isinstance(self.weight, (int, float)) or \
+                not abs(self.weight) <= MAX_WEIGHT:
+            raise ConfigError("prompt", f"weight {self.weight!r} of {self.label!r} is out of "
+                              f"range; allowed: -{MAX_WEIGHT:g} to {MAX_WEIGHT:g}")
         if not (0.0 <= self.start < self.stop <= 1.0):
             raise ConfigError("prompt start/stop",
                               f"need 0 <= start < stop <= 1, got {self.start}, {self.stop}")
@@ -115,11 +118,9 @@ def parse_prompt(text: str, *, negate: bool = False) -> list[Prompt]:
     for raw in _split_unescaped(text, "|"):
         body, weight = _split_weight(raw)
         body = _unescape(body).strip()
-        if not body:
+        if is_blank(body):  # nothing visible (zero-width characters only): no prompt
             continue
         w = 1.0 if weight is None else weight
-        if not math.isfinite(w):
-            raise ConfigError("prompt", f"weight of {body[:40]!r} must be finite")
         prompts.append(Prompt(text=body, weight=-w if negate else w))
     return prompts
 

@@ -37,6 +37,26 @@ def as_embedder(embedder_or_model: Any) -> Any:
     return ClipEmbedder(m, tokenizer, size, name="model", frozen=False)
 
 
+def check_template(template: str) -> None:
+    """Refuse a template that is not text with exactly one ``{}`` slot for the label.
+
+    Raises:
+        ConfigError: (field ``template``) no slot, several, a named or numbered one, or a
+            stray brace (write ``{{`` and ``}}`` for literal braces).
+    """
+    import string
+
+    try:
+        slots = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except (ValueError, TypeError) as e:
+        raise ConfigError("template", f"{template!r} is not a template ({e}); write {{{{ and "
+                          "}} for literal braces") from None
+    if slots != [""]:
+        raise ConfigError("template", f"{template!r} has {len(slots)} slots; it needs exactly "
+                          "one {} for the label" + (f" (not {{{slots[0]}}})" if slots and
+                                                    slots[0] else ""))
+
+
 @torch.no_grad()
 def text_classifier(embedder: Any, labels: Sequence[str],
                     template: str | Sequence[str] = "a photo of a {}") -> torch.Tensor:
@@ -54,8 +74,7 @@ def text_classifier(embedder: Any, labels: Sequence[str],
     if not labels or not templates:
         raise ConfigError("labels", "need at least one label and one template")
     for t in templates:
-        if "{}" not in t:
-            raise ConfigError("template", f"{t!r} has no {{}} for the label")
+        check_template(t)
     emb = torch.stack([embedder.encode_text([t.format(lab) for lab in labels])
                        for t in templates]).mean(0)
     return F.normalize(emb, dim=-1)

@@ -132,7 +132,7 @@ def config_from_values(studio, values: dict[str, Any]) -> tuple[RunConfig, int]:
     check_clip(studio, cfg.clip)
     with _on_control():
         registry.check_generator(cfg.generator, cfg.width, cfg.height, cfg.generator_options,
-                                 init_image=cfg.init_image is not None)
+                                 init_image=cfg.init_image is not None, steps=cfg.steps)
         _check_no_server_paths(cfg.generator_options)
         prompts_from_config(cfg)
     files = [("init_image", cfg.init_image)] if cfg.init_image else []
