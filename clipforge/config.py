@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from clipforge.errors import ConfigError
-from clipforge.fields import (MAX_PROMPT_CHARS, check_field, check_text, coerce, default_of,
-                              parse_json_object, parse_size)
+from clipforge.fields import (MAX_PROMPT_CHARS, FrozenDict, check_field, check_text, coerce,
+                              default_of, parse_json_object, parse_size)
 
 CONFIG_VERSION = 1
 
@@ -35,23 +35,6 @@ MAX_SEED = 2**63 - 1
 METADATA_PROMPT_CHARS = 8_192  # the capped copy kept in PNG metadata and manifests
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "cosine", "linear")
-
-
-class FrozenDict(dict):
-    """A dict that cannot be changed after construction (RunConfig's generator options).
-
-    A ``dict`` subclass, so JSON, ``isinstance(x, dict)`` and pickling work as for a dict.
-    """
-
-    def _refuse(self, *args: Any, **kwargs: Any) -> None:
-        raise TypeError("RunConfig.generator_options is read-only; use cfg.replace("
-                        "generator_options={...})")
-
-    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse
-    __ior__ = _refuse
-
-    def __reduce__(self):
-        return (FrozenDict, (dict(self),))
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
@@ -164,6 +147,14 @@ class RunConfig:
     def from_json(cls, text: str) -> "RunConfig":
         """Build from JSON text (plain settings or the versioned wrapper of :meth:`to_json`)."""
         return cls.from_dict(parse_json_object(text, "config"))
+
+    @classmethod
+    def from_png(cls, path: str | Path) -> "RunConfig":
+        """The run a PNG carries: clipforge's own settings, else what its A1111 ``parameters``
+        give (prompts, steps, seed, size; see :func:`clipforge.pngtext.a1111_settings`)."""
+        from clipforge.pngtext import png_settings
+
+        return cls.from_settings(png_settings(path)[0])
 
     @property
     def size(self) -> tuple[int, int]:

@@ -20,6 +20,23 @@ MAX_PROMPT_CHARS = 1_000_000  # longer input is refused outright; CLIP reads ~77
 MAX_OPTION_DEPTH = 8  # options are flat settings; deeper nesting is an attack or a typo
 
 
+class FrozenDict(dict):
+    """A dict that cannot be changed after construction (RunConfig's generator options).
+
+    A ``dict`` subclass, so JSON, ``isinstance(x, dict)`` and pickling work as for a dict.
+    """
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("RunConfig.generator_options is read-only; use cfg.replace("
+                        "generator_options={...})")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse
+    __ior__ = _refuse
+
+    def __reduce__(self):
+        return (FrozenDict, (dict(self),))
+
+
 def parse_json_object(text: str | bytes, what: str) -> dict[str, Any]:
     """``json.loads`` that must give an object; malformed or absurdly nested JSON is a ConfigError."""
     try:

@@ -23,7 +23,7 @@ PKG = ROOT / "clipforge"
 
 # Lowest first. A module may import its own layer (without cycles) and the layers below.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "fields", "protocols", "pretrained", "offline"),        # ground: no torch
+    ("errors", "fields", "protocols", "pretrained", "offline", "pngtext"),  # ground: no torch
     ("config", "images", "weights"),
     ("outputs", "checkpoint"),
     ("guidance", "generators", "registry", "loop"),                     # the engine's parts

@@ -45,9 +45,12 @@ def _generate(prompt: Optional[str], from_png: Optional[Path], out: Optional[Pat
 
             ckpt = load_checkpoint(resume)
         if from_png is not None:
-            from clipforge.outputs import read_config
+            from clipforge.pngtext import png_settings
 
-            saved = read_config(from_png)
+            saved, ignored = png_settings(from_png)
+            if ignored:
+                echo_err(f"note: {from_png} carries A1111 parameters only; used the prompts, "
+                         f"steps, seed and size, ignored: {', '.join(ignored)}")
         else:
             saved = ckpt.config if ckpt is not None else None
         cfg = RunConfig.from_settings(saved, flag_settings(flags), {"prompt": prompt})
@@ -122,7 +125,8 @@ def render(cfg: RunConfig, out: Optional[Path], *, quiet: bool = False,
 PARAMS = [
     argument("prompt", Optional[str], None, help=field_help()["prompt"], show_default=False),
     option("from_png", Optional[Path], None, "--from", help="Repeat the run saved in a "
-           "clipforge PNG (other flags override it)."),
+           "clipforge PNG, or take an A1111 PNG's prompts, steps, seed and size (other flags "
+           "override it)."),
     option("out", Optional[Path], None, "--out", "-o", help="Output .png file or folder "
            "(default: out/)"),
     option("quiet", bool, False, "--quiet", "-q", help="No progress bar."),
