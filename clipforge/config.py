@@ -91,8 +91,10 @@ class RunConfig:
     seed: int = _opt(0, "Random seed; -1 draws one (it is reported and saved).", min=-1,
                      max=MAX_SEED)
     device: str = _opt("auto", "`auto` (CUDA when present, else CPU), `cpu`, `cuda`, `cuda:N`.")
-    save_every: int = _opt(0, "Keep a progress frame every K steps (0 = off).", min=0,
-                           max=MAX_STEPS)
+    save_every: int = _opt(0, "Keep a progress frame every K steps (0 = off) and write them "
+                              "beside the PNG as a GIF.", min=0, max=MAX_STEPS)
+    save_video: bool = _opt(False, "With save_every: also write the frames as an MP4 (H.264; "
+                                   "pip install 'clipforge[video]').")
 
     def __post_init__(self) -> None:
         if isinstance(self.generator_options, dict) and \
@@ -256,6 +258,8 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("size", f"{cfg.width}x{cfg.height} has more than {MAX_PIXELS:,} pixels")
     if not _valid_device(cfg.device):
         raise ConfigError("device", f"{cfg.device!r} is not one of auto, cpu, cuda, cuda:N, mps")
+    if cfg.save_video and not cfg.save_every:
+        raise ConfigError("save_video", "needs save_every K > 0 (the frames it shows)")
     if not cfg.prompt.strip() and not cfg.image_prompts:
         raise ConfigError("prompt", "prompt is empty (give a text prompt or an image prompt)")
     if len(cfg.prompt) > METADATA_PROMPT_CHARS:

@@ -1,4 +1,4 @@
-"""Writing results: PNGs that carry their own settings, atomic writes, safe names, GIF frames.
+"""Writing results: PNGs that carry their own settings, atomic writes, safe names.
 
 A clipforge PNG holds two text chunks:
 
@@ -221,52 +221,6 @@ def read_config(path: str | os.PathLike) -> RunConfig:
     if text is None:
         raise ConfigError("from", f"{str(path)!r} carries no clipforge settings")
     return RunConfig.from_json(text)
-
-
-# ---------------------------------------------------------------------------------------------
-# progress frames
-
-
-class FrameRecorder:
-    """Keeps every ``every``-th step's image (as small PIL frames) for a progress GIF.
-
-    Use it as a loop callback: ``run(cfg, [recorder])``; then :meth:`save_gif`.
-    """
-
-    def __init__(self, every: int, max_side: int = 256):
-        if every < 1:
-            raise ValueError("FrameRecorder: every must be >= 1")
-        self.every, self.max_side, self.frames = every, max_side, []
-
-    def __call__(self, step) -> None:
-        if step.i % self.every == 0 or step.i == step.total:
-            from clipforge.images import to_pil
-
-            img = to_pil(step.image)
-            img.thumbnail((self.max_side, self.max_side))
-            self.frames.append(img)
-
-    def gif_bytes(self, ms_per_frame: int = 80) -> bytes:
-        """The frames encoded as a looping GIF (``ms_per_frame`` each).
-
-        Args:
-            ms_per_frame: how long each frame shows.
-        """
-        if not self.frames:
-            raise ValueError("FrameRecorder: no frames recorded")
-        buf = io.BytesIO()
-        self.frames[0].save(buf, format="GIF", save_all=True, append_images=self.frames[1:],
-                            duration=ms_per_frame, loop=0)
-        return buf.getvalue()
-
-    def save_gif(self, path: str | os.PathLike, ms_per_frame: int = 80) -> Path:
-        """Write the frames as a looping GIF, atomically.
-
-        Args:
-            path: the .gif file.
-            ms_per_frame: how long each frame shows.
-        """
-        return atomic_write_bytes(path, self.gif_bytes(ms_per_frame))
 
 
 def default_name(cfg: RunConfig, index: int | None = None) -> str:

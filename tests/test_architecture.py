@@ -25,7 +25,7 @@ PKG = ROOT / "clipforge"
 LAYERS: list[tuple[str, ...]] = [
     ("errors", "fields", "protocols", "pretrained", "offline", "pngtext"),  # ground: no torch
     ("config", "images", "weights"),
-    ("outputs", "checkpoint"),
+    ("outputs", "checkpoint", "frames"),
     ("guidance", "generators", "registry", "loop"),                     # the engine's parts
     ("runner", "training", "evaluate"),                                 # a run; CLIPs we train
     ("batch", "ui"),                                                    # front ends' libraries

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from clipforge.config import ConfigError, RunConfig
-from clipforge.outputs import FrameRecorder, a1111_parameters, atomic_write_bytes, default_name, \
+from clipforge.frames import FrameRecorder
+from clipforge.outputs import a1111_parameters, atomic_write_bytes, default_name, \
     parse_parameters, read_config, read_png_text, safe_join, save_png, slugify, sweep_temp_files
 
 TRICKY = [

@@ -32,7 +32,7 @@ ADVANCED_FIELDS = ("optimizer", "schedule", "warmup_steps", "cut_pow", "augment"
 UI_FIELDS = TEXT_FIELDS + MODEL_FIELDS + MAIN_FIELDS + IMAGE_FIELDS + ADVANCED_FIELDS
 # RunConfig fields the page does not offer: the server operator picks the device, and progress
 # frames are a CLI feature.
-NOT_IN_UI = ("device", "save_every")
+NOT_IN_UI = ("device", "save_every", "save_video")
 # Settings a dropped clipforge PNG restores (the uploads and page-only settings are not in it).
 RESTORABLE = tuple(n for n in UI_FIELDS if n not in ("init_image", "image_prompts",
                                                      "image_prompt_weight", "preview_every"))
