@@ -11,6 +11,9 @@ A model is named by a *spec* string:
 - ``/path/to/folder`` or ``local-dir:/path``: a folder in open_clip's hub layout
   (``open_clip_config.json`` + weights);
 - ``hf-hub:org/repo``: such a folder on the Hugging Face hub;
+- ``hf:openai/clip-vit-base-patch32`` or ``hf:/path``: a transformers ``CLIPModel`` /
+  ``SiglipModel`` (hub id or ``save_pretrained`` folder; a plain folder of one works too),
+  with the model's own preprocessing (:mod:`clipforge.guidance.hf_clip`);
 - ``ViT-B-32:random``: random initial weights (tests and benchmarks).
 
 Any spec may end in ``@W`` to weight it inside an ensemble: ``shapes@1,shapes-judge@0.5``.
@@ -122,7 +125,13 @@ def load_embedder(spec: str, device: str | torch.device = "cpu") -> ClipEmbedder
         return _load_folder(bundled.path, name, device)
     if name.startswith("local-dir:"):
         return _load_folder(Path(name[len("local-dir:"):]), name, device)
-    if Path(name).is_dir():
+    if name.startswith("hf:") or Path(name).is_dir():
+        from clipforge.guidance.hf_clip import is_hf_folder, load_hf_embedder
+
+        if name.startswith("hf:"):
+            return load_hf_embedder(name[3:], name, device)
+        if is_hf_folder(Path(name)):
+            return load_hf_embedder(name, name, device)
         return _load_folder(Path(name), name, device)
     oc = _open_clip()
     if name.startswith("hf-hub:"):
