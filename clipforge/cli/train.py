@@ -57,10 +57,13 @@ def train_clip(
                                               "(default: OUT.ckpt.pt)."),
     checkpoint_every: int = typer.Option(100, "--checkpoint-every", min=0,
                                          help="Save a checkpoint every K steps (0: at the end)."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda, "
+                               "cuda:N; --resume may continue on another device."),
     quiet: bool = quiet_option(),
 ) -> None:
     """Train a small CLIP contrastively (Radford et al. 2021) and save it in open_clip's layout."""
     with exits():
+        from clipforge.runner import resolve_device
         from clipforge.training.model_io import save_model
         from clipforge.training.trainer import train
 
@@ -69,6 +72,7 @@ def train_clip(
             bar = bars.add("training", total=steps)
             result = train(data, config, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                            resume=resume, checkpoint=ckpt, checkpoint_every=checkpoint_every,
+                           device=resolve_device(device),
                            callback=lambda step, loss: bars.update(
                                bar, completed=step, info=f"loss {loss:.3f}"))
         prov = {"trained_on": str(data), "seed": seed, "steps": result.step,
