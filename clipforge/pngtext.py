@@ -65,13 +65,14 @@ def format_parameters(prompt: str, negative: str, fields: Mapping[str, Any]) -> 
         prompt: the prompt, any text.
         negative: the negative prompt ("" writes no ``Negative prompt:`` line, as A1111 does).
         fields: the last line's fields, in order (values become strings; keys must not hold
-            ``:`` or ``,``).
+            ``:`` or ``,``, nor be ``Text``).
     """
+    if EXACT_TEXT in fields:
+        raise ValueError(f"format_parameters: {EXACT_TEXT!r} is the exact-text field's name")
     line = ", ".join(f"{k}: {_quote(str(v))}" for k, v in fields.items())
     text = _plain(prompt, negative, line)
     parsed = parse_parameters(text)
-    if (parsed["prompt"], parsed["negative_prompt"]) != (prompt, negative) or \
-            EXACT_TEXT in fields:
+    if (parsed["prompt"], parsed["negative_prompt"]) != (prompt, negative):
         exact = f"{EXACT_TEXT}: {_quote(json.dumps([prompt, negative], ensure_ascii=False))}"
         text = _plain(prompt, negative, f"{exact}, {line}" if line else exact)
     return text
