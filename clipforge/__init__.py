@@ -27,6 +27,8 @@ _EXPORTS = {
     "Result": "clipforge.runner",
     "generate": "clipforge.runner",
     "run": "clipforge.runner",
+    "step_end_adapter": "clipforge.runner",
+    "FrameRecorder": "clipforge.frames",
     "ClipEmbedder": "clipforge.guidance.embedders",
     "Ensemble": "clipforge.guidance.embedders",
     "load_embedder": "clipforge.guidance.clip_models",

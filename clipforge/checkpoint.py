@@ -37,7 +37,7 @@ FORMAT = "clipforge-checkpoint"
 VERSION = 1
 # settings that may differ between the saved and the resuming run: they change where the
 # run executes or what is kept for display, not the pixels it computes
-_FREE = ("device", "save_every")
+_FREE = ("device", "save_every", "save_video")
 _REQUIRED = ("config", "step", "generator", "optimizer", "cutout_rng")
 
 

@@ -97,8 +97,10 @@ class RunConfig:
                                   "`bf16`. The PNG records the one used.", choices=PRECISIONS)
     compile: bool = _opt(False, "torch.compile the CLIP image towers (a slower first step; "
                                 "pays on long runs).")
-    save_every: int = _opt(0, "Keep a progress frame every K steps (0 = off).", min=0,
-                           max=MAX_STEPS)
+    save_every: int = _opt(0, "Keep a progress frame every K steps (0 = off) and write them "
+                              "beside the PNG as a GIF.", min=0, max=MAX_STEPS)
+    save_video: bool = _opt(False, "With save_every: also write the frames as an MP4 (H.264; "
+                                   "pip install 'clipforge[video]').")
 
     def __post_init__(self) -> None:
         if isinstance(self.generator_options, dict) and \
@@ -154,6 +156,14 @@ class RunConfig:
     def from_json(cls, text: str) -> "RunConfig":
         """Build from JSON text (plain settings or the versioned wrapper of :meth:`to_json`)."""
         return cls.from_dict(parse_json_object(text, "config"))
+
+    @classmethod
+    def from_png(cls, path: str | Path) -> "RunConfig":
+        """The run a PNG carries: clipforge's own settings, else what its A1111 ``parameters``
+        give (prompts, steps, seed, size; see :func:`clipforge.pngtext.a1111_settings`)."""
+        from clipforge.pngtext import png_settings
+
+        return cls.from_settings(png_settings(path)[0])
 
     @property
     def size(self) -> tuple[int, int]:
@@ -257,6 +267,8 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("size", f"{cfg.width}x{cfg.height} has more than {MAX_PIXELS:,} pixels")
     if not _valid_device(cfg.device):
         raise ConfigError("device", f"{cfg.device!r} is not one of auto, cpu, cuda, cuda:N, mps")
+    if cfg.save_video and not cfg.save_every:
+        raise ConfigError("save_video", "needs save_every K > 0 (the frames it shows)")
     if is_blank(cfg.prompt) and not cfg.image_prompts:
         raise ConfigError("prompt", "prompt is empty (give a text prompt or an image prompt)")
     if len(cfg.prompt) > METADATA_PROMPT_CHARS:

@@ -21,7 +21,6 @@ MAX_PROMPT_CHARS = 1_000_000  # longer input is refused outright; CLIP reads ~77
 MAX_OPTION_DEPTH = 8  # options are flat settings; deeper nesting is an attack or a typo
 
 
-
 class FrozenDict(dict):
     """A dict that cannot be changed after construction (RunConfig's generator options).
 
@@ -37,6 +36,7 @@ class FrozenDict(dict):
 
     def __reduce__(self):
         return (FrozenDict, (dict(self),))
+
 
 def parse_json_object(text: str | bytes, what: str) -> dict[str, Any]:
     """``json.loads`` that must give an object; malformed or absurdly nested JSON is a ConfigError."""

@@ -1,4 +1,4 @@
-"""Writing results: PNGs that carry their own settings, atomic writes, safe names, GIF frames.
+"""Writing results: PNGs that carry their own settings, atomic writes, safe names.
 
 A clipforge PNG holds two text chunks:
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import re
 import shutil
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Iterator
 
 from clipforge.config import METADATA_PROMPT_CHARS, ConfigError, RunConfig
+from clipforge.pngtext import format_parameters, parse_parameters, read_png_text  # noqa: F401
 
 TMP_SUFFIX = ".clipforge-tmp"
 MAX_NAME_BYTES = 200  # well under the usual 255-byte limit, leaving room for suffixes
@@ -149,38 +149,43 @@ def sweep_temp_files(folder: str | os.PathLike) -> int:
 # PNG metadata
 
 
-def _quote(value: str) -> str:
-    return json.dumps(value, ensure_ascii=False) if re.search(r'[,:"\n]', value) else value
+# what a diffusion run uses when its options do not say (guarded by a test against the
+# DiffusionSampler's signature: outputs may not import the generator)
+DIFFUSION_DEFAULTS = {"model": "shapes-ddpm", "scheduler": "ddim", "guidance_scale": 1.0,
+                      "cfg_scale": 7.5}
+
+
+def a1111_fields(cfg: RunConfig) -> dict[str, str]:
+    """The ``Key: value`` fields of a run's A1111 text, with values true to the run.
+
+    A1111 readers show ``Sampler``, ``CFG scale`` and ``Model``. For an optimizer run the
+    sampler is the optimizer (``Schedule type`` its learning-rate schedule), the model is the
+    guiding CLIP and there is no CFG scale. For a diffusion run they are the scheduler, the
+    diffusion model (the CLIP is ``CLIP model``) and, when the run sets a Stable Diffusion
+    text (``text`` / ``cfg_scale`` options), its classifier-free guidance scale; no learning
+    rate.
+    """
+    f = {"Steps": cfg.steps}
+    clip = " + ".join(cfg.clip)
+    if cfg.generator == "diffusion":
+        o = {**DIFFUSION_DEFAULTS, **cfg.generator_options}
+        f["Sampler"] = o["scheduler"]
+        if "text" in cfg.generator_options or "cfg_scale" in cfg.generator_options:
+            f["CFG scale"] = f"{float(o['cfg_scale']):g}"
+        f.update({"Seed": cfg.seed, "Size": f"{cfg.width}x{cfg.height}", "Model": o["model"], "CLIP model": clip,
+                  "CLIP guidance scale": f"{float(o['guidance_scale']):g}"})
+    else:
+        f.update({"Sampler": cfg.optimizer, "Schedule type": cfg.schedule, "Seed": cfg.seed,
+                  "Size": f"{cfg.width}x{cfg.height}", "Model": clip,
+                  "Learning rate": f"{cfg.lr:g}"})
+    f.update({"Generator": cfg.generator, "Cutouts": cfg.cutn, "Software": "clipforge"})
+    return {k: str(v) for k, v in f.items()}
 
 
 def a1111_parameters(cfg: RunConfig) -> str:
     """The A1111-style ``parameters`` text of a run (prompts capped for metadata)."""
-    fields = [("Steps", str(cfg.steps)), ("Seed", str(cfg.seed)),
-              ("Size", f"{cfg.width}x{cfg.height}"), ("Model", ", ".join(cfg.clip)),
-              ("Generator", cfg.generator), ("Learning rate", f"{cfg.lr:g}"),
-              ("Cutouts", str(cfg.cutn)), ("Software", "clipforge")]
-    line = ", ".join(f"{k}: {_quote(v)}" for k, v in fields)
-    return (f"{cfg.prompt[:METADATA_PROMPT_CHARS]}\n"
-            f"Negative prompt: {cfg.negative_prompt[:METADATA_PROMPT_CHARS]}\n{line}")
-
-
-def parse_parameters(text: str) -> dict[str, str]:
-    """Parse an A1111-style ``parameters`` text into ``prompt``, ``negative_prompt`` and fields.
-
-    The last line holds ``Key: value`` pairs (values with commas are JSON-quoted); the
-    negative prompt starts at the last line beginning with ``Negative prompt: ``.
-    """
-    body, _, last = text.rpartition("\n")
-    out: dict[str, str] = {}
-    for m in re.finditer(r'\s*([^:,]+):\s*("(?:\\.|[^"\\])*"|[^,]*)\s*(?:,|$)', last):
-        key, value = m.group(1).strip(), m.group(2).strip()
-        out[key] = json.loads(value) if value.startswith('"') else value
-    prompt, marker, neg = ("\n" + body).rpartition("\nNegative prompt: ")
-    if marker:
-        out["prompt"], out["negative_prompt"] = prompt[1:], neg
-    else:
-        out["prompt"], out["negative_prompt"] = body, ""
-    return out
+    return format_parameters(cfg.prompt[:METADATA_PROMPT_CHARS],
+                             cfg.negative_prompt[:METADATA_PROMPT_CHARS], a1111_fields(cfg))
 
 
 def png_bytes(image, cfg: RunConfig | None = None, extra: dict[str, str] | None = None) -> bytes:
@@ -210,72 +215,12 @@ def save_png(path: str | os.PathLike, image, cfg: RunConfig | None = None,
     return atomic_write_bytes(path, png_bytes(image, cfg, extra))
 
 
-def read_png_text(path: str | os.PathLike) -> dict[str, str]:
-    """All text chunks of a PNG."""
-    from PIL import Image, UnidentifiedImageError
-
-    if not Path(path).is_file():  # a folder, /dev/zero, a FIFO (reading one would block)
-        raise ConfigError("from", f"cannot read image {str(path)!r}: not a regular file")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return {k: v for k, v in getattr(img, "text", {}).items() if isinstance(v, str)}
-    except (OSError, UnidentifiedImageError) as e:
-        raise ConfigError("from", f"cannot read image {str(path)!r}: {e}") from None
-
-
 def read_config(path: str | os.PathLike) -> RunConfig:
     """The RunConfig a clipforge PNG carries (raises ConfigError when it has none)."""
     text = read_png_text(path).get("clipforge")
     if text is None:
         raise ConfigError("from", f"{str(path)!r} carries no clipforge settings")
     return RunConfig.from_json(text)
-
-
-# ---------------------------------------------------------------------------------------------
-# progress frames
-
-
-class FrameRecorder:
-    """Keeps every ``every``-th step's image (as small PIL frames) for a progress GIF.
-
-    Use it as a loop callback: ``run(cfg, [recorder])``; then :meth:`save_gif`.
-    """
-
-    def __init__(self, every: int, max_side: int = 256):
-        if every < 1:
-            raise ValueError("FrameRecorder: every must be >= 1")
-        self.every, self.max_side, self.frames = every, max_side, []
-
-    def __call__(self, step) -> None:
-        if step.i % self.every == 0 or step.i == step.total:
-            from clipforge.images import to_pil
-
-            img = to_pil(step.image)
-            img.thumbnail((self.max_side, self.max_side))
-            self.frames.append(img)
-
-    def gif_bytes(self, ms_per_frame: int = 80) -> bytes:
-        """The frames encoded as a looping GIF (``ms_per_frame`` each).
-
-        Args:
-            ms_per_frame: how long each frame shows.
-        """
-        if not self.frames:
-            raise ValueError("FrameRecorder: no frames recorded")
-        buf = io.BytesIO()
-        self.frames[0].save(buf, format="GIF", save_all=True, append_images=self.frames[1:],
-                            duration=ms_per_frame, loop=0)
-        return buf.getvalue()
-
-    def save_gif(self, path: str | os.PathLike, ms_per_frame: int = 80) -> Path:
-        """Write the frames as a looping GIF, atomically.
-
-        Args:
-            path: the .gif file.
-            ms_per_frame: how long each frame shows.
-        """
-        return atomic_write_bytes(path, self.gif_bytes(ms_per_frame))
 
 
 def default_name(cfg: RunConfig, index: int | None = None) -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from clipforge.errors import ConfigError
@@ -154,12 +155,44 @@ def build_generator(name: str, width: int, height: int, *, options: dict[str, An
         raise ConfigError("generator_options", f"generator {name!r}: {e}") from None
 
 
-def describe() -> list[dict[str, Any]]:
-    """Name, summary and options of every registered generator (for `clipforge models`)."""
+def declared_options(name: str) -> dict[str, Any]:
+    """:func:`generator_options` read from the generator's source with :mod:`ast`, importing
+    nothing (``clipforge models`` lists them without loading torch). A default that is not a
+    literal is given as its source text."""
+    import ast
+    import importlib.util
+
+    module, _, cls = GENERATORS[name].target.partition(":")
+    tree = ast.parse(Path(importlib.util.find_spec(module).origin).read_text(encoding="utf-8"))
+    init = next(f for c in tree.body if isinstance(c, ast.ClassDef) and c.name == cls
+                for f in c.body if isinstance(f, ast.FunctionDef) and f.name == "__init__")
+    a = init.args
+    pos = a.posonlyargs + a.args
+    pairs = list(zip(pos, [None] * (len(pos) - len(a.defaults)) + a.defaults)) + \
+        list(zip(a.kwonlyargs, a.kw_defaults))
+
+    def value(node: ast.AST | None) -> Any:
+        if node is None:
+            return None
+        try:
+            return ast.literal_eval(node)
+        except ValueError:
+            return ast.unparse(node)
+
+    return {arg.arg: value(d) for arg, d in pairs if arg.arg not in _COMMON}
+
+
+def describe(*, imports: bool = True) -> list[dict[str, Any]]:
+    """Name, summary and options of every registered generator (for `clipforge models`).
+
+    Args:
+        imports: import each generator to read its options (and say which cannot be
+            imported); False reads them from the source (:func:`declared_options`), fast.
+    """
     rows = []
     for name, spec in GENERATORS.items():
         try:
-            opts = generator_options(name)
+            opts = generator_options(name) if imports else declared_options(name)
             note = ""
         except ConfigError as e:
             opts, note = {}, str(e)

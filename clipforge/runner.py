@@ -218,16 +218,58 @@ class Result:
     seconds: float
     last: Step | None
 
+    def pil(self, index: int = 0):
+        """Image ``index`` of the batch as a PIL RGB image (as diffusers' ``output_type="pil"``)."""
+        from clipforge.images import to_pil
 
-def run(cfg: RunConfig, callbacks: Iterable[Callable[[Step], Any]] = (), *, cache=None) -> Result:
-    """Run to the end, calling each callback with every Step; returns the final image."""
+        return to_pil(self.image[index])
+
+    @property
+    def images(self) -> list:
+        """Every image of the batch as PIL (diffusers pipelines' ``.images``)."""
+        return [self.pil(i) for i in range(self.image.shape[0])]
+
+
+def step_end_adapter(fn: Callable[..., Any], pipe: Any = None) -> Callable[[Step], None]:
+    """A clipforge callback that calls a diffusers-style ``callback_on_step_end``.
+
+    diffusers calls ``fn(pipe, step_index, timestep, callback_kwargs)`` after each step, with
+    ``step_index`` from 0; here ``timestep`` is the 1-based step number and
+    ``callback_kwargs`` holds ``image`` (B, 3, H, W in [0, 1]), ``loss`` and ``losses``. The
+    dict ``fn`` returns is ignored (a clipforge run's tensors are not swapped from outside);
+    to stop early, iterate :func:`generate` and ``break``.
+
+    Args:
+        fn: the diffusers-style callback.
+        pipe: what ``fn`` receives first (diffusers passes the pipeline).
+    """
+    def callback(step: Step) -> None:
+        fn(pipe, step.i - 1, step.i, {"image": step.image, "loss": step.loss,
+                                      "losses": step.losses})
+
+    return callback
+
+
+def run(cfg: RunConfig, callbacks: Iterable[Callable[[Step], Any]] = (), *, cache=None,
+        callback_on_step_end: Callable[..., Any] | None = None) -> Result:
+    """Run to the end, calling each callback with every Step; returns the final image.
+
+    Args:
+        cfg: the settings.
+        callbacks: each is called with every :class:`~clipforge.loop.Step`.
+        cache: a ModelCache shared across runs.
+        callback_on_step_end: a diffusers-style callback (see :func:`step_end_adapter`).
+    """
     t0 = time.perf_counter()
     r = Run(cfg, cache=cache)
     callbacks = list(callbacks)
+    if callback_on_step_end is not None:
+        callbacks.append(step_end_adapter(callback_on_step_end))
     for step in r:
         for cb in callbacks:
             cb(step)
     return Result(r.image(), r.config, r.step.i if r.step else 0, time.perf_counter() - t0, r.step)
 
 
-__all__ = ["check_inputs", "Run", "Result", "run", "generate", "resolve_device", "resolve_seed"]
+__all__ = ["check_inputs", "Run", "Result", "run", "generate", "step_end_adapter",
+           "resolve_device", "resolve_seed"]

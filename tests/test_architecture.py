@@ -23,9 +23,9 @@ PKG = ROOT / "clipforge"
 
 # Lowest first. A module may import its own layer (without cycles) and the layers below.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "fields", "protocols", "pretrained", "offline"),        # ground: no torch
+    ("errors", "fields", "protocols", "pretrained", "offline", "pngtext"),  # ground: no torch
     ("config", "images", "weights"),
-    ("outputs", "checkpoint", "targets"),
+    ("outputs", "checkpoint", "targets", "frames"),
     ("guidance", "generators", "registry", "loop", "precision"),        # the engine's parts
     ("runner", "training", "evaluate", "memory"),                       # a run; CLIPs we train
     ("batch", "ui"),                                                    # front ends' libraries

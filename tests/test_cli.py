@@ -81,7 +81,8 @@ def test_cuda_requested_without_gpu(tiny_clip_dir, tmp_path):  # row 11
         pytest.skip("this machine has CUDA")
     r = gen(tiny_clip_dir, "x", "--device", "cuda", "--out", str(tmp_path))
     assert r.exit_code == 2 and "CUDA is not available" in r.stderr
-    r = gen(tiny_clip_dir, "x", "--steps", "1", "--out", str(tmp_path))
+    r = runner.invoke(app, ["generate", "x", "--clip", str(tiny_clip_dir), "--cutn", "2",
+                            "--size", "32", "--steps", "1", "--out", str(tmp_path)])  # not -q
     assert r.exit_code == 0 and "running on the CPU" in r.stderr
 
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from clipforge.config import ConfigError, RunConfig
-from clipforge.outputs import FrameRecorder, a1111_parameters, atomic_write_bytes, default_name, \
+from clipforge.frames import FrameRecorder
+from clipforge.outputs import a1111_parameters, atomic_write_bytes, default_name, \
     parse_parameters, read_config, read_png_text, safe_join, save_png, slugify, sweep_temp_files
 
 TRICKY = [
@@ -30,9 +31,10 @@ def test_png_round_trips_config_and_parameters(tmp_path, prompt):
 
 def test_parameters_text_shape():
     text = a1111_parameters(RunConfig(prompt="p", clip=("shapes", "shapes-judge@0.5")))
-    prompt, neg, line = text.split("\n")
-    assert prompt == "p" and neg == "Negative prompt: " and line.startswith("Steps: 200, Seed: 0")
-    assert parse_parameters(text)["Model"] == "shapes, shapes-judge@0.5"
+    prompt, line = text.split("\n")  # no negative prompt: no line for it, as in A1111
+    assert prompt == "p" and line.startswith("Steps: 200, Sampler: adam, Schedule type: "
+                                             "constant, Seed: 0, Size: 256x256")
+    assert parse_parameters(text)["Model"] == "shapes + shapes-judge@0.5"
 
 
 def test_metadata_keeps_a_capped_prompt(tmp_path):

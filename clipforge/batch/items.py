@@ -68,7 +68,7 @@ class Item:
 def settings_hash(cfg: RunConfig) -> str:
     """8 hex digits of SHA-256 over every setting that changes the pixels.
 
-    ``device`` and ``save_every`` are left out: they change where and how a run is watched,
+    ``device``, ``save_every`` and ``save_video`` are left out: they change where and how a run is watched,
     not what it makes, so a re-run on another machine still finds its finished items.
 
     Args:
@@ -77,6 +77,7 @@ def settings_hash(cfg: RunConfig) -> str:
     d = cfg.to_dict()
     d.pop("device", None)
     d.pop("save_every", None)
+    d.pop("save_video", None)
     text = json.dumps(d, sort_keys=True, ensure_ascii=True)
     return hashlib.sha256(text.encode("ascii")).hexdigest()[:8]
 

@@ -38,12 +38,13 @@ class Progress(Protocol):
             step: the loop's Step (``step.loss`` on the device: reading it syncs).
         """
 
-    def end_item(self, item: "Item", status: str) -> None:
-        """An item ended.
+    def end_item(self, item: "Item", result) -> None:
+        """An item ended (its files and manifest line are written).
 
         Args:
             item: the item.
-            status: ``ok``, ``failed``, ``nonfinite`` or ``error``.
+            result: a :class:`~clipforge.batch.runner.Rendered`: ``status`` (``ok``, ``failed``,
+                ``nonfinite`` or ``error``), ``seconds``, ``loss``, ``error``.
         """
 
 

@@ -131,7 +131,7 @@ def _ray_loop(ray, batch: Batch, items: Iterable[Item], progress: Progress,
                     result = Rendered("error", time.perf_counter() - t0,
                                       error=f"{type(e).__name__}: {e}")
                 batch.finish(item, result)
-                progress.end_item(item, result.status)
+                progress.end_item(item, result)
     except BaseException:
         for item, _, _, t0 in pending.values():
             batch.interrupted(item, time.perf_counter() - t0)

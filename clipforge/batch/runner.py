@@ -1,6 +1,6 @@
 """Rendering items and keeping the output folder's books: render_item, Batch, run_sequential.
 
-:func:`render_item` turns one config into PNG (and GIF) bytes and never raises for a bad
+:func:`render_item` turns one config into PNG (and GIF, MP4) bytes and never raises for a bad
 item: a failure is classified with :mod:`clipforge.errors` (``nonfinite`` for a diverged run,
 ``failed`` for bad input, ``error`` for anything else: retried by the next run) and comes back as a :class:`Rendered`. It runs in this process
 or inside a Ray actor (:mod:`clipforge.batch.ray_backend`). :class:`Batch` decides what to
@@ -36,14 +36,16 @@ class Rendered:
     status: str
     seconds: float
     png: bytes | None = None
-    gif: bytes | None = None
+    frames: dict[str, bytes] | None = None  # progress files by suffix (.gif, .mp4)
     error: str | None = None
+    loss: float | None = None  # the last step's loss (None for 0 steps or a failure)
 
 
 def render_item(cfg: RunConfig, cache, on_step: Callable[[Any], None] | None = None) -> Rendered:
-    """Render one config to PNG bytes (and GIF bytes with ``save_every``); never raises for a
-    bad item: a failure becomes ``Rendered(status="failed" | "nonfinite" | "error", error=...)``
-    (``error``: not the item's settings' fault, e.g. out of memory; a re-run tries again).
+    """Render one config to PNG bytes (and progress GIF / MP4 bytes with ``save_every``);
+    never raises for a bad item: a failure becomes
+    ``Rendered(status="failed" | "nonfinite" | "error", error=...)`` (``error``: not the item's
+    settings' fault, e.g. out of memory; a re-run tries again).
 
     ``KeyboardInterrupt`` propagates (the caller records the item as interrupted).
 
@@ -52,23 +54,25 @@ def render_item(cfg: RunConfig, cache, on_step: Callable[[Any], None] | None = N
         cache: the worker's ModelCache (models load once per worker, not per item).
         on_step: called with every Step (progress display).
     """
-    from clipforge.outputs import FrameRecorder, png_bytes
+    from clipforge.frames import recorder_for
+    from clipforge.outputs import png_bytes
     from clipforge.runner import Run
 
     t0 = time.perf_counter()
     run, ok = None, False
     try:
         run = Run(cfg, cache=cache)
-        frames = FrameRecorder(cfg.save_every) if cfg.save_every else None
+        frames = recorder_for(cfg)
         for step in run:
             if frames is not None:
                 frames(step)
             if on_step is not None:
                 on_step(step)
         png = png_bytes(run.image(), run.config)
-        gif = frames.gif_bytes() if frames is not None else None
+        files = frames.encoded() if frames is not None else None
         ok = True
-        return Rendered("ok", time.perf_counter() - t0, png, gif)
+        loss = float(run.step.loss) if run.step is not None else None
+        return Rendered("ok", time.perf_counter() - t0, png, files, loss=loss)
     except NonFiniteLossError as e:
         return Rendered("nonfinite", time.perf_counter() - t0, error=str(e))
     except UsageError as e:
@@ -208,8 +212,10 @@ class Batch:
             return
         path = safe_join(self.out, item.filename)
         try:
-            if result.gif is not None:
-                outputs.atomic_write_bytes(path.with_suffix(".gif"), result.gif)
+            if result.frames:
+                from clipforge.frames import write_beside
+
+                write_beside(path, result.frames)
             outputs.atomic_write_bytes(path, result.png)
         except OSError as e:
             reason = os.strerror(e.errno) if e.errno else str(e)
@@ -219,7 +225,8 @@ class Batch:
             with contextlib.suppress(DiskError):
                 self._log(record(item, "interrupted", error=message, seconds=result.seconds))
             raise DiskError(message) from e
-        self._log(record(item, "ok", path=item.filename, seconds=result.seconds))
+        self._log(record(item, "ok", path=item.filename, seconds=result.seconds,
+                         loss=result.loss))
         self.state.ok.add(item.key)
         self.stats.rendered += 1
 
@@ -268,7 +275,7 @@ def run_sequential(batch: Batch, items: Iterable[Item], progress: Progress = Sil
             batch.interrupted(item, time.perf_counter() - t0)
             raise
         batch.finish(item, result)
-        progress.end_item(item, result.status)
+        progress.end_item(item, result)
 
 
 __all__ = ["Rendered", "render_item", "Stats", "Batch", "run_sequential"]

@@ -8,6 +8,8 @@ works here and applies to every item; the shared settings are
 
 from __future__ import annotations
 
+import inspect
+import json
 import sys
 import time
 from pathlib import Path
@@ -16,7 +18,8 @@ from typing import Any, Optional
 import typer
 
 from clipforge.batch import Item, Job, Stats, parse_seeds, parse_shard, prepare
-from clipforge.cli.common import ProgressBars, echo_err, report, sigterm_as_interrupt
+from clipforge.cli.common import (ProgressBars, echo_err, quiet_option, report,
+                                  sigterm_as_interrupt)
 from clipforge.cli.options import argument, command, config_parameters, flag_settings, option
 from clipforge.config import load_settings, merge
 from clipforge.errors import EXIT_OK, EXIT_RUNTIME, ConfigError
@@ -30,10 +33,12 @@ class BatchBars:
 
     Args:
         bars: the shared progress display.
+        out: the output folder.
+        as_json: print one JSON line per image written on stdout (``--json``).
     """
 
-    def __init__(self, bars: ProgressBars):
-        self.bars = bars
+    def __init__(self, bars: ProgressBars, out: Path | None = None, as_json: bool = False):
+        self.bars, self.out, self.as_json = bars, out, as_json
         self.all = bars.add("[bold]batch", total=None)
         self.one = bars.add("item", total=None, visible=False)
 
@@ -50,11 +55,16 @@ class BatchBars:
         """Move the item bar (no loss read-back: a batch is watched by the item)."""
         self.bars.step(self.one, step, loss=False)
 
-    def end_item(self, item: Item, status: str) -> None:
-        """Count the item; name it when it did not end ok."""
+    def end_item(self, item: Item, result: Any) -> None:
+        """Count the item; name it when it did not end ok; with ``--json`` print its line."""
         self.bars.update(self.all, advance=1)
-        if status != "ok":
-            self.bars.note(f"{status}: {item.key}")
+        if result.status != "ok":
+            self.bars.note(f"{result.status}: {item.key}")
+        elif self.as_json:
+            sys.stdout.write(json.dumps({"path": str(self.out / item.filename), "seed": item.seed,
+                                         "seconds": round(result.seconds, 3),
+                                         "loss": result.loss}) + "\n")
+            sys.stdout.flush()
 
 
 def summary(stats: Stats, seconds: float, manifest: Path) -> str:
@@ -99,12 +109,13 @@ def _plan(job: Job, t0: float) -> int:
 
 def run_batch(list_path: Path, out: Path, seeds: Optional[str], config_file: Optional[Path],
               shard: Optional[str], ray: Optional[str], workers: Optional[int],
-              retry_failed: bool, plan: bool, quiet: bool, flags: dict[str, Any]) -> int:
+              retry_failed: bool, plan: bool, quiet: bool, flags: dict[str, Any],
+              as_json: bool = False) -> int:
     """The ``batch`` command with its flags parsed by typer; returns the exit code.
 
     Args:
-        list_path, out, seeds, config_file, shard, ray, workers, retry_failed, plan, quiet:
-            the command's own flags (see ``clipforge batch --help``).
+        list_path, out, seeds, config_file, shard, ray, workers, retry_failed, plan, quiet,
+        as_json: the command's own flags (see ``clipforge batch --help``).
         flags: the RunConfig flags (None = not given).
     """
     t0 = time.perf_counter()
@@ -128,7 +139,7 @@ def run_batch(list_path: Path, out: Path, seeds: Optional[str], config_file: Opt
     status = EXIT_OK
     try:
         with sigterm_as_interrupt(), ProgressBars(quiet) as bars:
-            progress = BatchBars(bars)
+            progress = BatchBars(bars, out, as_json)
             if swept:
                 progress.note(f"swept {swept} temp file(s) left by an earlier run")
             job.run(progress)
@@ -137,12 +148,12 @@ def run_batch(list_path: Path, out: Path, seeds: Optional[str], config_file: Opt
     s = job.stats
     if status == EXIT_OK and (s.failed or s.failed_earlier):
         status = EXIT_RUNTIME
-    echo_err(summary(s, time.perf_counter() - t0, job.manifest))
+    echo_err(summary(s, time.perf_counter() - t0, job.manifest))  # the outcome: even with -q
     return status
 
 
 _OWN = ("list_path", "out", "seeds", "config_file", "shard", "ray", "workers", "retry_failed",
-        "plan", "quiet")
+        "plan", "quiet", "as_json")
 
 PARAMS = [
     argument("list_path", Path, ..., metavar="LIST", help="Prompt list: .txt (a prompt a line, "
@@ -162,7 +173,10 @@ PARAMS = [
     option("retry_failed", bool, False, help="Render again the items an earlier run recorded "
            "as failed."),
     option("plan", bool, False, help="List what would be rendered or skipped; load no model."),
-    option("quiet", bool, False, "--quiet", "-q", help="No progress bars."),
+    inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                      default=quiet_option()),
+    option("as_json", bool, False, "--json", help="Print one JSON line per image written "
+           "(path, seed, seconds, final loss)."),
     *config_parameters(),
 ]
 

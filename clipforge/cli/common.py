@@ -21,6 +21,35 @@ import typer
 from clipforge.errors import EXIT_INTERRUPTED, RunError, UsageError, exit_code
 
 
+def quiet_option() -> Any:
+    """The ``-q``/``--quiet`` flag every command has: no progress display, no notes on stderr
+    (errors and results still print)."""
+    return typer.Option(False, "--quiet", "-q", help="No progress display or notes on stderr "
+                        "(errors and results still print).")
+
+
+@contextlib.contextmanager
+def loading(what: str, quiet: bool = False) -> Iterator[None]:
+    """Show that models are loading (the seconds before the first step): a line on stderr, a
+    spinner while it lasts on a terminal, and the time it took.
+
+    Args:
+        what: what loads, e.g. ``CLIP shapes, generator pixel``.
+        quiet: show nothing.
+    """
+    if quiet:
+        yield
+        return
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    t0 = time.perf_counter()
+    echo_err(f"loading {what} ...")
+    with console.status(f"loading {what}") if console.is_terminal else contextlib.nullcontext():
+        yield
+    echo_err(f"loaded in {time.perf_counter() - t0:.1f} s")
+
+
 def echo_err(message: str) -> None:
     """Print one line on stderr.
 
@@ -166,4 +195,5 @@ class ProgressBars:
             self.bars.console.print(text, markup=False, highlight=False)
 
 
-__all__ = ["echo_err", "report", "exits", "sigterm_as_interrupt", "ProgressBars"]
+__all__ = ["quiet_option", "loading", "echo_err", "report", "exits", "sigterm_as_interrupt",
+           "ProgressBars"]

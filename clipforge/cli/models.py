@@ -12,22 +12,19 @@ from pathlib import Path
 
 import typer
 
-from clipforge.cli.common import echo_err, exits
+from clipforge.cli.common import echo_err, exits, quiet_option
 
 
-def models(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """List generators (with their options) and CLIP models."""
+def models(as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+           quiet: bool = quiet_option()) -> None:
+    """List generators (with their options) and CLIP models (imports no torch: well under 1 s)."""
     from clipforge import pretrained, registry
+    from clipforge.guidance.open_clip_tags import pretrained_tags
 
-    gens = registry.describe()
+    gens = registry.describe(imports=False)
     bundled = [{"name": n, "present": pretrained.BUNDLED[n].present}
                for n in pretrained.names("clip")]
-    try:
-        import open_clip
-
-        hub = [f"{a}:{t}" for a, t in open_clip.list_pretrained()]
-    except ImportError:
-        hub = []
+    hub = [f"{a}:{t}" for a, t in pretrained_tags()]
     if as_json:
         typer.echo(json.dumps({"generators": gens, "clip": {"bundled": bundled,
                                                             "open_clip": hub}}, default=str))
@@ -51,15 +48,16 @@ def models(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
 
 def convert_vqgan(ckpt: Path = typer.Argument(..., help="taming-transformers .ckpt"),
                   config: Path = typer.Argument(..., help="its .yaml"),
-                  out: Path = typer.Argument(..., help="new folder for the diffusers VQModel")
-                  ) -> None:
+                  out: Path = typer.Argument(..., help="new folder for the diffusers VQModel"),
+                  quiet: bool = quiet_option()) -> None:
     """Convert a taming-transformers VQGAN (.ckpt + .yaml) into a diffusers VQModel folder."""
     with exits():
         from clipforge.generators.taming import convert_taming_checkpoint
 
         folder = convert_taming_checkpoint(ckpt, config, out)
-    echo_err(f"wrote {folder}; use it with --generator vqgan --generator-options "
-             f"'{{\"model\": \"{folder}\", \"subfolder\": null}}'")
+    if not quiet:
+        echo_err(f"wrote {folder}; use it with --generator vqgan --generator-options "
+                 f"'{{\"model\": \"{folder}\", \"subfolder\": null}}'")
     typer.echo(str(folder))
 
 

@@ -16,7 +16,7 @@ from typing import List, Optional
 
 import typer
 
-from clipforge.cli.common import ProgressBars, exits
+from clipforge.cli.common import ProgressBars, exits, loading, quiet_option
 from clipforge.errors import UsageError
 from clipforge.fields import check_text, is_blank
 
@@ -58,12 +58,15 @@ def train_clip(
                                               "(default: OUT.ckpt.pt)."),
     checkpoint_every: int = typer.Option(100, "--checkpoint-every", min=0,
                                          help="Save a checkpoint every K steps (0: at the end)."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda, "
+                               "cuda:N; --resume may continue on another device."),
     precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 (autocast; weights "
                                   "stay fp32) or auto (bf16 where the CPU or GPU has bf16 units)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Train a small CLIP contrastively (Radford et al. 2021) and save it in open_clip's layout."""
     with exits():
+        from clipforge.runner import resolve_device
         from clipforge.targets import check_file, check_folder
         from clipforge.training.model_io import save_model
         from clipforge.training.trainer import train
@@ -74,11 +77,11 @@ def train_clip(
             check_folder(out)
         ckpt = checkpoint or out.with_name(out.name + ".ckpt.pt")
         check_folder(ckpt.parent, field="checkpoint")
-        with ProgressBars(quiet=not (progress and sys.stderr.isatty())) as bars:
+        with ProgressBars(quiet=quiet or not sys.stderr.isatty()) as bars:
             bar = bars.add("training", total=steps)
             result = train(data, config, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                            resume=resume, checkpoint=ckpt, checkpoint_every=checkpoint_every,
-                           precision=precision,
+                           device=resolve_device(device), precision=precision,
                            callback=lambda step, loss: bars.update(
                                bar, completed=step, info=f"loss {loss:.3f}"))
         prov = {"trained_on": str(data), "seed": seed, "steps": result.step,
@@ -104,6 +107,7 @@ def classify(
                                  "replaced by each label."),
     clip: str = typer.Option("shapes", "--clip", help="CLIP model spec (see `clipforge models`)."),
     as_json: bool = AS_JSON,
+    quiet: bool = quiet_option(),
 ) -> None:
     """Zero-shot classify images: each label's probability, best first."""
     with exits():
@@ -115,7 +119,8 @@ def classify(
         labs = _labels(labels)
         check_template(template)
         pics = _load_images(images)
-        emb = load_embedder(clip)
+        with loading(f"CLIP {clip}", quiet):
+            emb = load_embedder(clip)
         with torch.no_grad():
             text = text_classifier(emb, labs, template)
             for path, x in zip(images, pics):
@@ -141,6 +146,7 @@ def score(
     candidates: Optional[str] = typer.Option(None, "--candidates", help="Comma-separated other "
                                              "prompts: also report zero-shot R-precision."),
     as_json: bool = AS_JSON,
+    quiet: bool = quiet_option(),
 ) -> None:
     """CLIP score (100 x cosine) of images against a prompt under a judge model."""
     with exits():
@@ -154,7 +160,8 @@ def score(
             raise UsageError("--prompt: prompt is empty", "prompt")
         pics = _load_images(images)
         check_judge(judge, guide)
-        emb = load_judge(judge)
+        with loading(f"judge {judge}", quiet):
+            emb = load_judge(judge)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SameModelWarning)  # warned once above
             scores = [float(clip_score(x, prompt, emb)[0]) for x in pics]

@@ -11,6 +11,9 @@ A model is named by a *spec* string:
 - ``/path/to/folder`` or ``local-dir:/path``: a folder in open_clip's hub layout
   (``open_clip_config.json`` + weights);
 - ``hf-hub:org/repo``: such a folder on the Hugging Face hub;
+- ``hf:openai/clip-vit-base-patch32`` or ``hf:/path``: a transformers ``CLIPModel`` /
+  ``SiglipModel`` (hub id or ``save_pretrained`` folder; a plain folder of one works too),
+  with the model's own preprocessing (:mod:`clipforge.guidance.hf_clip`);
 - ``ViT-B-32:random``: random initial weights (tests and benchmarks).
 
 Any spec may end in ``@W`` to weight it inside an ensemble: ``shapes@1,shapes-judge@0.5``.
@@ -115,7 +118,8 @@ def _available_message(oc) -> str:
 def resolve_spec(spec: str) -> tuple[str, str, str]:
     """Check a spec without loading anything: ``(kind, name, where)`` saying how to load it.
 
-    ``kind`` is ``folder`` (``where`` the folder), ``hub`` (an ``hf-hub:`` id), ``random``,
+    ``kind`` is ``folder`` (``where`` the folder), ``hf`` (a transformers CLIP/SigLIP id or
+    folder), ``hub`` (an ``hf-hub:`` id), ``random``,
     ``file`` (``where`` the weights file) or ``pretrained`` (``where`` the tag).
 
     Raises:
@@ -131,8 +135,12 @@ def resolve_spec(spec: str) -> tuple[str, str, str]:
         return "folder", name, str(bundled.path)
     if name.startswith("local-dir:"):
         return "folder", name, name[len("local-dir:"):]
+    if name.startswith("hf:"):   # a transformers CLIPModel / SiglipModel: hub id or folder
+        return "hf", name, name[3:]
     if Path(name).is_dir():
-        return "folder", name, name
+        from clipforge.guidance.hf_clip import is_hf_folder
+
+        return ("hf" if is_hf_folder(Path(name)) else "folder"), name, name
     if name.startswith("hf-hub:"):
         return "hub", name, name
     oc = _open_clip()
@@ -174,6 +182,10 @@ def load_embedder(spec: str, device: str | torch.device = "cpu") -> ClipEmbedder
     kind, name, where = resolve_spec(spec)
     if kind == "folder":
         return _load_folder(Path(where), name, device)
+    if kind == "hf":
+        from clipforge.guidance.hf_clip import load_hf_embedder
+
+        return load_hf_embedder(where, name, device)
     oc = _open_clip()
     if kind == "hub":
         before_hub_access()

@@ -64,10 +64,11 @@ class ClipEmbedder(nn.Module):
         self._lean_vit = frozen and is_plain_vit(self.model)  # its maths is eval mode's
         # a frozen convolutional tower (open_clip's ModifiedResNet) runs channels-last: oneDNN's
         # native layout, about 1.3x faster forward and backward here (benchmarks/step_speed.py)
-        self._channels_last = frozen and not self._lean_vit and sum(
-            isinstance(m, nn.Conv2d) for m in self.model.visual.modules()) > 1
+        visual = getattr(self.model, "visual", None)
+        self._channels_last = frozen and not self._lean_vit and visual is not None and sum(
+            isinstance(m, nn.Conv2d) for m in visual.modules()) > 1
         if self._channels_last:
-            self.model.visual.to(memory_format=torch.channels_last)
+            visual.to(memory_format=torch.channels_last)
         self._features = self._image_features
         self._compiled = None  # the torch.compile'd tower, made on first request
 

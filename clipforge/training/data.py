@@ -2,9 +2,11 @@
 
 Data is ``"shapes"`` (the procedural set of :mod:`clipforge.training.shapes`, drawn afresh each
 step), a folder of images with same-name ``.txt`` captions, or a ``.csv`` / ``.jsonl`` of
-(path, caption). Files are read and checked before training starts; bad data raises
-:class:`~clipforge.errors.DataError` (a usage error) naming the file and line. Every random
-choice takes the ``torch.Generator`` passed in, so a resumed run draws the same batches.
+(path, caption). Files are listed and checked (caption text, image header) before training
+starts and images are decoded lazily, batch by batch, so a data set larger than memory
+trains; bad data raises :class:`~clipforge.errors.DataError` (a usage error) naming the file
+and line. Every random choice takes the ``torch.Generator`` passed in, so a resumed run draws
+the same batches.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def read_pairs(data: str | os.PathLike) -> list[tuple[Path, str]]:
     image column (``path``, ``image``, ``file`` or ``filepath``) and a caption column
     (``caption``, ``text`` or ``title``); JSONL lines are objects with the same keys. Relative
     image paths are relative to the CSV/JSONL file's folder. Images are checked to exist here
-    and decoded by :func:`load_pairs`.
+    and decoded by :func:`load_image_fitted` when a batch draws them.
 
     Args:
         data: the folder or file.
@@ -132,32 +134,41 @@ def _pair(row: Mapping[str, Any], cols: tuple[str, str], p: Path, line: int) -> 
     return ip, cap.strip()
 
 
-def load_pairs(pairs: Sequence[tuple[Path, str]], image_size: int) -> torch.Tensor:
-    """Decode images, resize their short side to ``image_size`` and centre-crop (kept in memory).
+def check_images(pairs: Sequence[tuple[Path, str]]) -> None:
+    """Open every image's header (no decoding), so an unreadable file fails before training.
 
-    Args:
-        pairs: from :func:`read_pairs`.
-        image_size: output side.
+    Raises:
+        DataError: naming the first file that is not an image PIL can read.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    for path, _ in pairs:
+        try:
+            with Image.open(path) as img:
+                img.size  # noqa: B018 - the header is read by open
+        except (OSError, UnidentifiedImageError, ValueError) as e:
+            raise DataError(f"not a readable image: {e}", path) from None
+
+
+def load_image_fitted(path: Path, image_size: int) -> torch.Tensor:
+    """Decode one image, resize its short side to ``image_size`` and centre-crop.
 
     Shape:
-        returns (N, 3, image_size, image_size) uint8 in [0, 255].
+        returns (3, image_size, image_size) uint8 in [0, 255].
     """
     from clipforge.images import fit_image, load_image
 
-    out = torch.empty(len(pairs), 3, image_size, image_size, dtype=torch.uint8)
-    for i, (path, _) in enumerate(pairs):
-        try:
-            x = load_image(path, field="data")
-        except ValueError as e:
-            raise DataError(str(e), path) from None
-        h, w = x.shape[-2:]
-        s = image_size / min(h, w)
-        nh, nw = max(image_size, round(h * s)), max(image_size, round(w * s))
-        x = fit_image(x, nh, nw, x)
-        top, left = (nh - image_size) // 2, (nw - image_size) // 2
-        x = x[..., top:top + image_size, left:left + image_size]
-        out[i] = (x[0].clamp(0, 1) * 255).round().to(torch.uint8)
-    return out
+    try:
+        x = load_image(path, field="data")
+    except ValueError as e:
+        raise DataError(str(e), path) from None
+    h, w = x.shape[-2:]
+    s = image_size / min(h, w)
+    nh, nw = max(image_size, round(h * s)), max(image_size, round(w * s))
+    x = fit_image(x, nh, nw, x)
+    top, left = (nh - image_size) // 2, (nw - image_size) // 2
+    x = x[..., top:top + image_size, left:left + image_size]
+    return (x[0].clamp(0, 1) * 255).round().to(torch.uint8)
 
 
 @dataclass
@@ -198,7 +209,10 @@ class ShapesSource:
 
 
 class PairsSource:
-    """Random batches of (image, caption) pairs held in memory as uint8.
+    """Random batches of (image, caption) pairs, each batch's images decoded when drawn.
+
+    Only the paths and captions stay in memory (a data set may be larger than RAM); the
+    headers are checked here, before training.
 
     Args:
         pairs: from :func:`read_pairs`.
@@ -207,7 +221,8 @@ class PairsSource:
     """
 
     def __init__(self, pairs: Sequence[tuple[Path, str]], image_size: int, batch_size: int):
-        self.images = load_pairs(pairs, image_size)
+        check_images(pairs)
+        self.paths, self.image_size = [p for p, _ in pairs], image_size
         self.captions = [c for _, c in pairs]
         self.batch_size = min(batch_size, len(pairs))
         ids = {c: i for i, c in enumerate(dict.fromkeys(self.captions))}
@@ -217,7 +232,9 @@ class PairsSource:
         """Draw the next batch with ``g`` (pairs sharing a caption match each other)."""
         idx = torch.randperm(len(self.captions), generator=g)[: self.batch_size]
         cid = self.caption_id[idx]
-        return Batch(self.images[idx].float() / 255, [self.captions[i] for i in idx.tolist()],
+        images = torch.stack([load_image_fitted(self.paths[i], self.image_size)
+                              for i in idx.tolist()])
+        return Batch(images.float() / 255, [self.captions[i] for i in idx.tolist()],
                      cid[:, None] == cid[None, :])
 
 
@@ -235,5 +252,5 @@ def make_source(data: str | os.PathLike, image_size: int, batch_size: int
     return PairsSource(read_pairs(data), image_size, batch_size)
 
 
-__all__ = ["IMAGE_EXTENSIONS", "read_pairs", "load_pairs", "Batch", "ShapesSource",
-           "PairsSource", "make_source"]
+__all__ = ["IMAGE_EXTENSIONS", "read_pairs", "check_images", "load_image_fitted", "Batch",
+           "ShapesSource", "PairsSource", "make_source"]

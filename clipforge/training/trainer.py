@@ -151,7 +151,8 @@ def train(data: str | os.PathLike, config: str | os.PathLike | Mapping[str, Any]
           init: str | os.PathLike | None = None, precision: str = "fp32",
           checkpoint: str | os.PathLike | None = None,
           checkpoint_every: int = 0, resume: str | os.PathLike | None = None,
-          eval_n: int = 512, callback: Callable[[int, float], None] | None = None) -> TrainResult:
+          eval_n: int = 512, callback: Callable[[int, float], None] | None = None,
+          device: str | torch.device = "cpu") -> TrainResult:
     """Train an open_clip CLIP contrastively (Radford et al. 2021) on captioned images.
 
     Args:
@@ -176,6 +177,9 @@ def train(data: str | os.PathLike, config: str | os.PathLike | Mapping[str, Any]
         eval_n: size of the shapes val split for the final zero-shot evaluation.
         callback: called as ``callback(step, loss)`` after every step (and its checkpoint);
             front ends draw progress from it.
+        device: where to train (``auto``: CUDA when present). Checkpoints are read onto the
+            CPU first, so a run resumes on another device than it started on; the random
+            streams of data and augmentation stay on the CPU, so the batches are the same.
 
     Raises:
         ConfigError: bad arguments or model config; DataError: unusable data or checkpoint;
@@ -193,6 +197,9 @@ def train(data: str | os.PathLike, config: str | os.PathLike | Mapping[str, Any]
         model = build_model(model_cfg)
     if init is not None and ckpt is None:
         model.load_state_dict(load_model_dir(init).model.state_dict())
+    dev = torch.device("cuda" if str(device) == "auto" and torch.cuda.is_available() else
+                       "cpu" if str(device) == "auto" else device)
+    model.to(dev)
     pre = default_preprocess(model_cfg)
     embedder = embedder_of(model, model_cfg, pre)  # not frozen: resizes and normalizes only
     tokens = _Tokens(embedder.tokenizer)
@@ -207,8 +214,7 @@ def train(data: str | os.PathLike, config: str | os.PathLike | Mapping[str, Any]
         g_aug.set_state(ckpt["rng"]["augment"])
         start = int(ckpt["step"])
     warmup = max(1, steps // 20) if warmup is None else warmup
-    device = next(model.parameters()).device
-    amp = resolve_precision(precision, device)
+    amp = resolve_precision(precision, dev)
 
     def state(step: int) -> dict[str, Any]:
         return {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
@@ -220,16 +226,18 @@ def train(data: str | os.PathLike, config: str | os.PathLike | Mapping[str, Any]
     model.train()
     for step in range(start, steps):
         batch = source.next(g_data)
-        x = batch.images if augment is None else augment(batch.images, g_aug, batch.keep)
+        images = batch.images.to(dev)
+        x = images if augment is None else augment(images, g_aug, batch.keep)
         for grp in opt.param_groups:
             grp["lr"] = lr * lr_factor(step, steps, warmup, "cosine")
-        with autocast(amp, device):
+        with autocast(amp, dev):
             if adversarial is not None:
-                x = attack(adversarial, model, embedder, x, tokens(batch.captions), batch.match,
-                           g_aug)
+                x = attack(adversarial, model, embedder, x, tokens(batch.captions).to(dev),
+                           batch.match, g_aug)
             img = embedder.encode_image(x)
-            txt = F.normalize(model.encode_text(tokens(batch.captions)).float(), dim=-1)
-            loss = contrastive_loss(img, txt, model.logit_scale.exp(), batch.match)
+            txt = F.normalize(model.encode_text(tokens(batch.captions).to(dev)).float(), dim=-1)
+            match = batch.match.to(dev) if batch.match is not None else None
+            loss = contrastive_loss(img, txt, model.logit_scale.exp(), match)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -247,7 +255,7 @@ def train(data: str | os.PathLike, config: str | os.PathLike | Mapping[str, Any]
     done = max(start, steps)
     if checkpoint is not None:
         save_checkpoint(checkpoint, state(done))
-    model.eval()
+    model.eval().to("cpu")  # results (and saving them, the zero-shot check) live on the CPU
     result = TrainResult(model, model_cfg, done, losses, time.perf_counter() - t0,
                          logit_scale=float(model.logit_scale.detach().exp()), preprocess_cfg=pre)
     if str(data) == "shapes" and eval_n:

@@ -33,7 +33,7 @@ UI_FIELDS = TEXT_FIELDS + MODEL_FIELDS + MAIN_FIELDS + IMAGE_FIELDS + ADVANCED_F
 # RunConfig fields the page does not offer: the server operator picks the device and its
 # arithmetic (precision's auto suits the machine; compile is a long first step for a shared
 # queue), and progress frames are a CLI feature.
-NOT_IN_UI = ("device", "precision", "compile", "save_every")
+NOT_IN_UI = ("device", "precision", "compile", "save_every", "save_video")
 # Settings a dropped clipforge PNG restores (the uploads and page-only settings are not in it).
 RESTORABLE = tuple(n for n in UI_FIELDS if n not in ("init_image", "image_prompts",
                                                      "image_prompt_weight", "preview_every"))
