@@ -158,7 +158,11 @@ def a1111_parameters(cfg: RunConfig) -> str:
     fields = [("Steps", str(cfg.steps)), ("Seed", str(cfg.seed)),
               ("Size", f"{cfg.width}x{cfg.height}"), ("Model", ", ".join(cfg.clip)),
               ("Generator", cfg.generator), ("Learning rate", f"{cfg.lr:g}"),
-              ("Cutouts", str(cfg.cutn)), ("Software", "clipforge")]
+              ("Cutouts", str(cfg.cutn))]
+    if cfg.generator_options:  # the model, sampler steps, prior weight, ... that were chosen
+        fields.append(("Generator options", json.dumps(dict(cfg.generator_options),
+                                                       ensure_ascii=False, sort_keys=True)))
+    fields.append(("Software", "clipforge"))
     line = ", ".join(f"{k}: {_quote(v)}" for k, v in fields)
     return (f"{cfg.prompt[:METADATA_PROMPT_CHARS]}\n"
             f"Negative prompt: {cfg.negative_prompt[:METADATA_PROMPT_CHARS]}\n{line}")

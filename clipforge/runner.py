@@ -22,8 +22,8 @@ from torch import Tensor
 
 from clipforge.config import RunConfig
 from clipforge.errors import ConfigError, RunOutOfMemoryError
-from clipforge.loop import Step, make_optimizer, optimize, sample_steps
-from clipforge.protocols import GuidedSampler
+from clipforge.loop import BestIterate, Step, make_optimizer, optimize, sample_steps
+from clipforge.protocols import GuidedSampler, TextConditioned
 
 
 def resolve_device(name: str) -> torch.device:
@@ -80,12 +80,17 @@ class Run:
         self.device = device or resolve_device(cfg.device)
         registry.check_generator(cfg.generator, cfg.width, cfg.height, cfg.generator_options,
                                  init_image=cfg.init_image is not None)
+        if cfg.keep_best and issubclass(registry.generator_class(cfg.generator), GuidedSampler):
+            raise ConfigError("keep_best", f"generator {cfg.generator!r} is a sampler; keeping "
+                              "the best iterate applies to optimized generators only")
         prompts = prompts_from_config(cfg)
         init = load_image(cfg.init_image, field="init_image") if cfg.init_image else None
         ensemble = load_ensemble(cfg.clip, self.device, cache)
         self.generator = registry.build_generator(
             cfg.generator, cfg.width, cfg.height, options=cfg.generator_options,
             generator=torch.Generator().manual_seed(cfg.seed), device=self.device)
+        if isinstance(self.generator, TextConditioned):
+            self.generator.condition_on(prompts)
         init_target = None
         if init is not None:
             self.generator.init_from(init.to(self.device))
@@ -98,6 +103,7 @@ class Run:
         # a GuidedSampler (diffusion) is sampled, not optimized: it gets no optimizer
         self.opt = None if self.samples else make_optimizer(
             self.generator.parameters(), lr=cfg.lr, optimizer=cfg.optimizer)
+        self.best = BestIterate() if cfg.keep_best else None  # the best iterate so far
         self.done = 0  # optimizer steps taken so far (a resumed run starts above 0)
         self.step: Step | None = None
 
@@ -114,7 +120,7 @@ class Run:
         else:
             steps = optimize(self.generator, self.guide, cfg.steps, lr=cfg.lr,
                              warmup_steps=cfg.warmup_steps, schedule=cfg.schedule,
-                             opt=self.opt, start=self.done)
+                             opt=self.opt, start=self.done, best=self.best)
         try:
             for step in steps:
                 self.done = step.i
