@@ -153,15 +153,22 @@ def _quote(value: str) -> str:
     return json.dumps(value, ensure_ascii=False) if re.search(r'[,:"\n]', value) else value
 
 
-def a1111_parameters(cfg: RunConfig) -> str:
-    """The A1111-style ``parameters`` text of a run (prompts capped for metadata)."""
+def a1111_parameters(cfg: RunConfig, options: dict | None = None) -> str:
+    """The A1111-style ``parameters`` text of a run (prompts capped for metadata).
+
+    Args:
+        cfg: the run's settings.
+        options: the generator's effective options (its defaults with the given ones applied,
+            :meth:`clipforge.runner.Run.generator_settings`); default: the given ones only.
+    """
     fields = [("Steps", str(cfg.steps)), ("Seed", str(cfg.seed)),
               ("Size", f"{cfg.width}x{cfg.height}"), ("Model", ", ".join(cfg.clip)),
               ("Generator", cfg.generator), ("Learning rate", f"{cfg.lr:g}"),
               ("Cutouts", str(cfg.cutn))]
-    if cfg.generator_options:  # the model, sampler steps, prior weight, ... that were chosen
-        fields.append(("Generator options", json.dumps(dict(cfg.generator_options),
-                                                       ensure_ascii=False, sort_keys=True)))
+    options = dict(cfg.generator_options) if options is None else options
+    if options:  # the model, sampler steps, prior weight, ... the generator ran with
+        fields.append(("Generator options", json.dumps(options, ensure_ascii=False,
+                                                       sort_keys=True, default=str)))
     fields.append(("Software", "clipforge"))
     line = ", ".join(f"{k}: {_quote(v)}" for k, v in fields)
     return (f"{cfg.prompt[:METADATA_PROMPT_CHARS]}\n"
@@ -187,8 +194,10 @@ def parse_parameters(text: str) -> dict[str, str]:
     return out
 
 
-def png_bytes(image, cfg: RunConfig | None = None, extra: dict[str, str] | None = None) -> bytes:
-    """Encode an image tensor (1, 3, H, W) or (3, H, W) in [0, 1] as PNG with metadata."""
+def png_bytes(image, cfg: RunConfig | None = None, extra: dict[str, str] | None = None,
+              options: dict | None = None) -> bytes:
+    """Encode an image tensor (1, 3, H, W) or (3, H, W) in [0, 1] as PNG with metadata
+    (``options``: the generator's effective options, see :func:`a1111_parameters`)."""
     from PIL.PngImagePlugin import PngInfo
 
     from clipforge.images import to_pil
@@ -196,7 +205,7 @@ def png_bytes(image, cfg: RunConfig | None = None, extra: dict[str, str] | None 
     info = PngInfo()
     if cfg is not None:
         info.add_itxt("clipforge", cfg.to_json(cap_prompts=True))
-        info.add_itxt("parameters", a1111_parameters(cfg))
+        info.add_itxt("parameters", a1111_parameters(cfg, options))
     for k, v in (extra or {}).items():
         info.add_itxt(k, v)
     buf = io.BytesIO()
@@ -205,13 +214,14 @@ def png_bytes(image, cfg: RunConfig | None = None, extra: dict[str, str] | None 
 
 
 def save_png(path: str | os.PathLike, image, cfg: RunConfig | None = None,
-             extra: dict[str, str] | None = None) -> Path:
-    """Write ``image`` as a PNG carrying ``cfg``, atomically (temp file + ``os.replace``).
+             extra: dict[str, str] | None = None, options: dict | None = None) -> Path:
+    """Write ``image`` as a PNG carrying ``cfg`` (and the generator's effective ``options``),
+    atomically (temp file + ``os.replace``).
 
     Shape:
         image: (1, 3, H, W) or (3, H, W), float in [0, 1].
     """
-    return atomic_write_bytes(path, png_bytes(image, cfg, extra))
+    return atomic_write_bytes(path, png_bytes(image, cfg, extra, options))
 
 
 def read_png_text(path: str | os.PathLike) -> dict[str, str]:

@@ -132,6 +132,14 @@ class Run:
             self.release()
             raise out_of_memory(cfg, i) from None
 
+    def generator_settings(self) -> dict[str, Any]:
+        """The generator's effective options: its defaults with the run's options applied
+        (what the PNG's ``parameters`` text records: model, sampler steps, prior weight, ...)."""
+        from clipforge import registry
+
+        return {**registry.generator_options(self.config.generator),
+                **self.config.generator_options}
+
     @torch.no_grad()
     def image(self) -> Tensor:
         """The generator's current image, (B, 3, H, W) in [0, 1]."""

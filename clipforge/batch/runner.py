@@ -63,7 +63,7 @@ def render_item(cfg: RunConfig, cache, on_step: Callable[[Any], None] | None = N
                 frames(step)
             if on_step is not None:
                 on_step(step)
-        png = png_bytes(run.image(), run.config)
+        png = png_bytes(run.image(), run.config, options=run.generator_settings())
         gif = frames.gif_bytes() if frames is not None else None
         ok = True
         return Rendered("ok", time.perf_counter() - t0, png, gif)

@@ -107,7 +107,7 @@ def render(cfg: RunConfig, out: Optional[Path], *, quiet: bool = False,
                     from clipforge.checkpoint import save_checkpoint
 
                     save_checkpoint(run, ckpt_path)
-        save_png(path, run.image(), cfg)
+        save_png(path, run.image(), cfg, options=run.generator_settings())
         if frames is not None:
             frames.save_gif(path.with_suffix(".gif"))
     except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - reported by the one mapper
