@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -385,3 +387,31 @@ def test_noise_steering_convinces_the_judge_and_the_checker():
     checker = sum(o.checker_ok for o in outcomes)
     seconds = max(o.seconds for o in outcomes)
     assert judge >= 7 and checker >= 7 and seconds <= 60, (judge, checker, seconds)
+
+
+DOC = (Path(__file__).resolve().parent.parent / "docs" / "generators.md").read_text()
+DOC_LINES = re.search(r"### Noise optimization.*?```bash\n(.*?)```", DOC, re.S).group(1) \
+    .strip().splitlines()
+
+
+@pytest.mark.slow  # 80 steps through the sampler (about a minute on a busy 2-core machine)
+@needs_prior
+def test_documented_offline_command_runs(tmp_path, monkeypatch):
+    from clipforge.cli import app
+    from clipforge.outputs import read_config
+
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(app, shlex.split(DOC_LINES[0])[1:])
+    assert r.exit_code == 0, r.output
+    cfg = read_config(tmp_path / "red-circle.png")
+    assert (cfg.generator, cfg.width, cfg.steps) == ("noise", 32, 80)  # the guide's settings
+
+
+def test_documented_hub_command_fails_offline_with_a_hint(tmp_path, monkeypatch):
+    from clipforge.cli import app
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(app, shlex.split(DOC_LINES[1])[1:])
+    assert r.exit_code in (1, 2), r.output
+    assert re.search(r"offline|local", r.stderr, re.I), r.stderr
