@@ -415,3 +415,20 @@ def test_documented_hub_command_fails_offline_with_a_hint(tmp_path, monkeypatch)
     r = CliRunner().invoke(app, shlex.split(DOC_LINES[1])[1:])
     assert r.exit_code in (1, 2), r.output
     assert re.search(r"offline|local", r.stderr, re.I), r.stderr
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_bf16_on_gpu_gives_the_fp32_gradient_direction(sd_dir):
+    """dtype auto runs the models in bfloat16 on CUDA; the noise and its gradient stay float32
+    and point where the float32 gradient points."""
+    grads = {}
+    for dtype in ("auto", "float32"):
+        gen = build_generator("noise", 16, 16, options={"model": str(sd_dir), "dtype": dtype,
+                                                        "sampler_steps": 2},
+                              generator=torch.Generator().manual_seed(0), device="cuda")
+        (gen.render() - 0.3).square().mean().backward()
+        grads[dtype] = gen.noise.grad.flatten()
+    assert gen.noise.dtype == torch.float32
+    cos = torch.nn.functional.cosine_similarity(grads["auto"], grads["float32"], dim=0)
+    assert float(cos) > 0.9

@@ -135,7 +135,9 @@ class NoiseGenerator(nn.Module):
         self.parts = parts
         self.latent = "vae" in parts
         self.sched = make_scheduler("ddim", dict(parts["scheduler"]))
-        self.sched.set_timesteps(sampler_steps, device=dev)
+        self.sched.set_timesteps(sampler_steps)
+        # plain ints: the scheduler's `prev_timestep >= 0` then costs no host sync on CUDA
+        self.timesteps = [int(t) for t in self.sched.timesteps]
         self.prediction = parts["scheduler"].get("prediction_type", "epsilon")
         c, f = parts["unet"].config.in_channels, parts["factor"]
         shape = (batch, c, height // f, width // f)
@@ -185,7 +187,7 @@ class NoiseGenerator(nn.Module):
             () -> (batch, 3, height, width) in [0, 1].
         """
         x = self.noise * self.sched.init_noise_sigma
-        for k, t in enumerate(self.sched.timesteps):
+        for k, t in enumerate(self.timesteps):
             z = self.step_noises[k] if k < len(self.step_noises) else None
             if self.checkpointing and torch.is_grad_enabled():
                 from torch.utils.checkpoint import checkpoint
@@ -197,13 +199,13 @@ class NoiseGenerator(nn.Module):
 
     forward = render
 
-    def _step(self, x: Tensor, t: Tensor, z: Tensor | None) -> Tensor:
+    def _step(self, x: Tensor, t: int, z: Tensor | None) -> Tensor:
         """One DDIM step x_t -> x_{t-1} (``z``: its injected noise, or None)."""
         extra = {"variance_noise": z} if z is not None else {}
         return self.sched.step(self._eps(x, t), t, x, eta=self.eta if z is not None else 0.0,
                                use_clipped_model_output=True, **extra).prev_sample
 
-    def _eps(self, x: Tensor, t: Tensor) -> Tensor:
+    def _eps(self, x: Tensor, t: int) -> Tensor:
         """The model's noise prediction at ``x_t`` (CFG combined; v and x0 outputs converted)."""
         unet = self.parts["unet"]
         if not self.latent:
@@ -218,7 +220,7 @@ class NoiseGenerator(nn.Module):
             if n == 2:
                 uncond, cond = out.chunk(2)
                 out = uncond + self.cfg_scale * (cond - uncond)
-        return eps_from_output(out, x, self.sched.alphas_cumprod[t].to(x.device), self.prediction)
+        return eps_from_output(out, x, self.sched.alphas_cumprod[t], self.prediction)  # 0-dim, CPU
 
     def _decode(self, z: Tensor) -> Tensor:
         """Model space -> image in about [0, 1] (unclamped)."""
