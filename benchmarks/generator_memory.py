@@ -2,7 +2,9 @@
 
 Each measurement runs in a fresh subprocess. The models have the real architectures (TAESD,
 Stable Diffusion VAE, taming VQGAN ImageNet f16-16384, BigGAN-deep 256 / 512) with random
-weights, written once to a temporary folder in their on-disk formats, so no download is needed.
+weights, written once to a temporary folder in their on-disk formats, so no download is needed;
+the ``noise-N`` cases run the bundled shapes DDPM through N sampler steps (``-ckpt``: with
+gradient checkpointing).
 In the child, the peak resident set is reset after loading (``/proc/self/clear_refs``), one
 step runs, and ``VmHWM`` is read: "step" is that peak minus the resident set just before the
 step, "peak" the whole process's high-water mark including the model. ``tracemalloc`` cannot
@@ -10,6 +12,7 @@ see torch's allocations, hence RSS.
 
 Usage:
     python benchmarks/generator_memory.py [--sizes 256 512] [--only vae-sd biggan]
+    python benchmarks/generator_memory.py --sizes 128 256 --only noise-1 noise-4 noise-4-ckpt
 """
 
 from __future__ import annotations
@@ -76,7 +79,12 @@ def write_models(root: Path, only: list[str] | None = None) -> dict[str, tuple[s
             "vae-sd": ("vae", {"model": str(root / "sd-vae")}),
             "vqgan-f16": ("vqgan", {"model": str(root / "vqgan-f16"), "subfolder": None}),
             "biggan-deep-256": ("biggan", {"model": str(root / "biggan-256")}),
-            "biggan-deep-512": ("biggan", {"model": str(root / "biggan-512")})}
+            "biggan-deep-512": ("biggan", {"model": str(root / "biggan-512")}),
+            # the bundled shapes DDPM: memory per sampler step count, with and without
+            # gradient checkpointing (the UNet is convolutional, so it runs at any size)
+            **{f"noise-{n}{'-ckpt' if ck else ''}": ("noise", {"sampler_steps": n,
+                                                             "checkpointing": ck})
+               for n in (1, 2, 4, 8) for ck in (False, True)}}
 
 
 def _status_kb(field: str) -> int:

@@ -1,7 +1,8 @@
 """Exact resume of one long run: save a :class:`~clipforge.runner.Run` mid-way, continue later.
 
 A checkpoint holds everything the rest of the run depends on: the generator's parameters
-and buffers, the optimizer's state (Adam moments and step counts), the cutout generator's
+and buffers (for ``noise``: the starting and injected noises), the optimizer's state (Adam
+moments and step counts), the best iterate so far (``keep_best``), the cutout generator's
 RNG state (``torch.Generator.get_state()``), the number of steps done and the settings. It
 is written atomically with ``torch.save`` and read back with ``torch.load(weights_only=True)``
 (plain tensors, numbers and strings; no code runs on load). A run resumed from step k ends
@@ -51,6 +52,7 @@ class Checkpoint:
         generator: the generator's ``state_dict()``.
         optimizer: the optimizer's ``state_dict()``.
         cutout_rng: the cutout generator's ``get_state()`` (a uint8 tensor).
+        best: the best iterate's ``state_dict()`` (``keep_best`` runs), else None.
     """
 
     config: RunConfig
@@ -58,6 +60,7 @@ class Checkpoint:
     generator: dict[str, Any]
     optimizer: dict[str, Any]
     cutout_rng: Any
+    best: dict[str, Any] | None = None
 
 
 def check_supported(run) -> None:
@@ -141,6 +144,8 @@ def run_state(run) -> dict[str, Any]:
         "generator": {k: v.detach().cpu() for k, v in run.generator.state_dict().items()},
         "optimizer": _to_cpu(run.opt.state_dict()),
         "cutout_rng": run.guide.generator.get_state(),
+        # the best iterate so far (keep_best): its score and parameters
+        "best": _to_cpu(run.best.state_dict()) if getattr(run, "best", None) else None,
     }
 
 
@@ -176,7 +181,8 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     state = read_state(path, format=FORMAT, required=_REQUIRED, error=error, version=VERSION)
     try:
         return Checkpoint(RunConfig.from_json(state["config"]), int(state["step"]),
-                          state["generator"], state["optimizer"], state["cutout_rng"])
+                          state["generator"], state["optimizer"], state["cutout_rng"],
+                          state.get("best"))
     except (KeyError, TypeError) as e:
         raise error(f"incomplete checkpoint ({e})") from None
 
@@ -211,6 +217,8 @@ def restore(run, ckpt: Checkpoint) -> None:
     if not isinstance(rng, torch.Tensor) or rng.dtype != torch.uint8:
         raise ConfigError("resume", "checkpoint has no valid cutout RNG state")
     run.guide.generator.set_state(rng)
+    if getattr(run, "best", None) is not None and ckpt.best is not None:
+        run.best.load_state_dict(ckpt.best, run.device)
     run.done = ckpt.step
 
 

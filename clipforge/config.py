@@ -78,6 +78,8 @@ class RunConfig:
     optimizer: str = _opt("adam", "Optimizer.", choices=OPTIMIZERS)
     schedule: str = _opt("constant", "Learning-rate decay after warm-up.", choices=SCHEDULES)
     warmup_steps: int = _opt(0, "Linear learning-rate warm-up steps.", min=0, max=MAX_STEPS)
+    keep_best: bool = _opt(False, "Keep the iterate the guide scored best (lowest loss) as the "
+                                  "result instead of the last (optimized generators).")
 
     # --- guidance ---
     cutn: int = _opt(32, "Cutouts scored per step.", min=1, max=MAX_CUTN)

@@ -89,11 +89,57 @@ def make_optimizer(params, *, lr: float, optimizer: str = "adam", weight_decay: 
     raise ConfigError("optimizer", f"{optimizer!r} is not one of adam, adamw")
 
 
+class BestIterate:
+    """The parameters of the iterate the guide scored best so far (lowest loss), kept on the
+    device without a host sync; ``restore`` puts them back into the generator.
+
+    The loop offers every iterate (its parameters as they were when the image was rendered,
+    and the guide's loss of that image, without the generator's own prior); a Run keeps one
+    across pauses and checkpoints (``state_dict`` / ``load_state_dict``). Origin: ReNO keeps the
+    best iterate by reward; here it serves every optimized generator.
+    """
+
+    def __init__(self) -> None:
+        self.score: Tensor | None = None
+        self.params: list[Tensor] = []
+
+    @torch.no_grad()
+    def offer(self, score: Tensor, params: list[Tensor]) -> None:
+        """Keep ``params`` (copied) when ``score`` is below the best so far (NaN never is)."""
+        s = score.detach().float()
+        if self.score is None:
+            self.score = torch.where(torch.isfinite(s), s, torch.full_like(s, math.inf))
+            self.params = [p.detach().clone() for p in params]
+            return
+        better = s < self.score
+        self.score = torch.where(better, s, self.score)
+        for kept, p in zip(self.params, params):
+            kept.copy_(torch.where(better, p.detach(), kept))
+
+    @torch.no_grad()
+    def restore(self, params: list[Tensor]) -> None:
+        """Copy the best parameters into ``params`` (nothing when none was offered)."""
+        for p, kept in zip(params, self.params):
+            p.copy_(kept)
+
+    def state_dict(self) -> dict:
+        return {"score": self.score, "params": list(self.params)}
+
+    def load_state_dict(self, state: dict, device) -> None:
+        score = state.get("score")
+        self.score = None if score is None else score.to(device)
+        self.params = [p.to(device) for p in state.get("params", [])]
+
+
 def optimize(generator, guide, steps: int, *, lr: float = 0.05, optimizer: str = "adam",
              weight_decay: float = 0.0, warmup_steps: int = 0, schedule: str = "constant",
              check_every: int = 10,
-             opt: torch.optim.Optimizer | None = None, start: int = 0) -> Iterator[Step]:
+             opt: torch.optim.Optimizer | None = None, start: int = 0,
+             best: BestIterate | None = None) -> Iterator[Step]:
     """Optimize ``generator.parameters()`` to lower ``guide.loss(generator.render(), t)``.
+
+    A :class:`~clipforge.protocols.Regularized` generator's own loss is added to the guide's;
+    a :class:`~clipforge.protocols.Projected` one is projected after every optimizer step.
 
     Args:
         generator: anything with ``parameters()`` and ``render() -> (B, 3, H, W)`` in [0, 1].
@@ -107,6 +153,8 @@ def optimize(generator, guide, steps: int, *, lr: float = 0.05, optimizer: str =
         check_every: read the divergence flag back to the host every this many steps.
         opt: an optimizer to continue with (its state intact), e.g. after a pause.
         start: steps already done (to continue a run; the schedule resumes there).
+        best: keep the best iterate by the guide's score here; after the last step the
+            generator holds it (so its ``render()`` is the result).
 
     Yields:
         one :class:`Step` per optimizer step.
@@ -114,7 +162,10 @@ def optimize(generator, guide, steps: int, *, lr: float = 0.05, optimizer: str =
     Raises:
         NonFiniteLossError: naming the first step with a non-finite loss or exploded parameters.
     """
+    from clipforge.protocols import Projected, Regularized
+
     params = [p for p in generator.parameters() if p.requires_grad]
+    regularized, projected = isinstance(generator, Regularized), isinstance(generator, Projected)
     if not params:
         raise ValueError("optimize: the generator has no trainable parameters")
     device = params[0].device
@@ -134,10 +185,18 @@ def optimize(generator, guide, steps: int, *, lr: float = 0.05, optimizer: str =
             total, parts = guide.loss(image, t)   # in the guide's own precision
             if i == 1:  # no sync: read only when the run has diverged
                 initial_bad = ~torch.isfinite(total.detach())
+            if best is not None:  # before the step changes the parameters that made the image
+                best.offer(total, params)
+            if regularized:
+                prior, prior_parts = generator.regularizer()
+                total = total + prior
+                parts = {**parts, **prior_parts}
             opt.zero_grad(set_to_none=True)
             total.backward()
             opt.step()
             sched.step()
+            if projected:
+                generator.project()
             with torch.no_grad():
                 pmax = torch.stack([p.detach().abs().max() for p in params]).max()
                 bad = ~torch.isfinite(total.detach()) | ~(pmax <= PARAM_LIMIT)
@@ -146,6 +205,8 @@ def optimize(generator, guide, steps: int, *, lr: float = 0.05, optimizer: str =
                 k = int(first_bad)
                 if k >= 0:
                     raise diverged(k, lr, initial=k == 1 and bool(initial_bad))
+            if i == steps and best is not None:
+                best.restore(params)
             yield Step(i, steps, image.detach(), total.detach(),
                        {k: v.detach() for k, v in parts.items()})
     finally:
@@ -170,5 +231,5 @@ def sample_steps(sampler, guide, steps: int, generator: torch.Generator) -> Iter
     return drive()
 
 
-__all__ = ["Step", "optimize", "sample_steps", "make_optimizer", "lr_factor", "PARAM_LIMIT",
+__all__ = ["Step", "BestIterate", "optimize", "sample_steps", "make_optimizer", "lr_factor", "PARAM_LIMIT",
            "NonFiniteLossError", "RunOutOfMemoryError"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
 import shutil
@@ -182,14 +183,29 @@ def a1111_fields(cfg: RunConfig) -> dict[str, str]:
     return {k: str(v) for k, v in f.items()}
 
 
-def a1111_parameters(cfg: RunConfig) -> str:
-    """The A1111-style ``parameters`` text of a run (prompts capped for metadata)."""
+def a1111_parameters(cfg: RunConfig, options: dict | None = None) -> str:
+    """The A1111-style ``parameters`` text of a run (prompts capped for metadata).
+
+    Args:
+        cfg: the run's settings.
+        options: the generator's effective options (its defaults with the given ones applied,
+            :meth:`clipforge.runner.Run.generator_settings`); default: the given ones only.
+    """
+    fields = a1111_fields(cfg)
+    options = dict(cfg.generator_options) if options is None else options
+    if options:  # the model, sampler steps, prior weight, ... the generator ran with
+        software = fields.pop("Software")
+        fields["Generator options"] = json.dumps(options, ensure_ascii=False, sort_keys=True,
+                                                 default=str)
+        fields["Software"] = software
     return format_parameters(cfg.prompt[:METADATA_PROMPT_CHARS],
-                             cfg.negative_prompt[:METADATA_PROMPT_CHARS], a1111_fields(cfg))
+                             cfg.negative_prompt[:METADATA_PROMPT_CHARS], fields)
 
 
-def png_bytes(image, cfg: RunConfig | None = None, extra: dict[str, str] | None = None) -> bytes:
-    """Encode an image tensor (1, 3, H, W) or (3, H, W) in [0, 1] as PNG with metadata."""
+def png_bytes(image, cfg: RunConfig | None = None, extra: dict[str, str] | None = None,
+              options: dict | None = None) -> bytes:
+    """Encode an image tensor (1, 3, H, W) or (3, H, W) in [0, 1] as PNG with metadata
+    (``options``: the generator's effective options, see :func:`a1111_parameters`)."""
     from PIL.PngImagePlugin import PngInfo
 
     from clipforge.images import to_pil
@@ -197,7 +213,7 @@ def png_bytes(image, cfg: RunConfig | None = None, extra: dict[str, str] | None 
     info = PngInfo()
     if cfg is not None:
         info.add_itxt("clipforge", cfg.to_json(cap_prompts=True))
-        info.add_itxt("parameters", a1111_parameters(cfg))
+        info.add_itxt("parameters", a1111_parameters(cfg, options))
     for k, v in (extra or {}).items():
         info.add_itxt(k, v)
     buf = io.BytesIO()
@@ -206,13 +222,14 @@ def png_bytes(image, cfg: RunConfig | None = None, extra: dict[str, str] | None 
 
 
 def save_png(path: str | os.PathLike, image, cfg: RunConfig | None = None,
-             extra: dict[str, str] | None = None) -> Path:
-    """Write ``image`` as a PNG carrying ``cfg``, atomically (temp file + ``os.replace``).
+             extra: dict[str, str] | None = None, options: dict | None = None) -> Path:
+    """Write ``image`` as a PNG carrying ``cfg`` (and the generator's effective ``options``),
+    atomically (temp file + ``os.replace``).
 
     Shape:
         image: (1, 3, H, W) or (3, H, W), float in [0, 1].
     """
-    return atomic_write_bytes(path, png_bytes(image, cfg, extra))
+    return atomic_write_bytes(path, png_bytes(image, cfg, extra, options))
 
 
 def read_config(path: str | os.PathLike) -> RunConfig:

@@ -59,7 +59,10 @@ BUNDLED: dict[str, Bundled] = {m.name: m for m in (
             settings={"*": {"precision": "fp32"},
                       "pixel": {},
                       "fourier": {"generator_options": {"decay": 2.0}, "lr": 0.015,
-                                  "tv_weight": 0.2}}),
+                                  "tv_weight": 0.2},
+                      # the bundled shapes-ddpm makes 32 px; settings measured on 8 cases of the
+                      # vocabulary grid (tests/test_noise.py, docs/generators.md)
+                      "noise": {"width": 32, "height": 32, "steps": 80, "lr": 0.05}}),
     Bundled("shapes-judge", "clip", "an independently trained shapes CLIP, used only to score",
             "scripts/make_bundled_models.py", role="judge"),
     Bundled("shapes-ddpm", "diffusion", "tiny pixel DDPM prior on the shapes set (32 px)",

@@ -1,7 +1,8 @@
 """The contracts between the loop and what it drives, as runtime-checkable protocols.
 
 A plain ``nn.Module`` with ``render()`` is a :class:`Generator`; optional abilities are small
-separate protocols (:class:`InitFromImage`), never stub methods on a wide base class. A
+separate protocols (:class:`InitFromImage`, :class:`Regularized`, :class:`Projected`,
+:class:`TextConditioned`), never stub methods on a wide base class. A
 diffusion model is a :class:`GuidedSampler`: it is sampled, not optimized, and yields one
 :class:`Estimate` per step. Code asks ``isinstance(x, GuidedSampler)`` (or ``issubclass`` on a
 registered class), never ``hasattr(x, "sample")``.
@@ -39,6 +40,34 @@ class InitFromImage(Protocol):
     """
 
     def init_from(self, image: "Tensor") -> None: ...
+
+
+@runtime_checkable
+class Regularized(Protocol):
+    """A generator with a loss of its own parameters (a prior), added to the guide's by the loop.
+
+    Shape:
+        regularizer() -> (total (), {name: ()}), differentiable w.r.t. ``parameters()``.
+    """
+
+    def regularizer(self) -> tuple["Tensor", dict[str, "Tensor"]]: ...
+
+
+@runtime_checkable
+class Projected(Protocol):
+    """A generator whose parameters are put back on an allowed set after each optimizer step."""
+
+    def project(self) -> None: ...
+
+
+@runtime_checkable
+class TextConditioned(Protocol):
+    """A generator that conditions on the run's prompts (a text-to-image model's own text).
+
+    The Run calls ``condition_on`` once, after building the generator and before the first step.
+    """
+
+    def condition_on(self, prompts: Sequence[Any]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -87,4 +116,5 @@ class Embedder(Protocol):
     def encode_text(self, texts: Sequence[str]) -> "Tensor": ...
 
 
-__all__ = ["Generator", "InitFromImage", "GuidedSampler", "Embedder", "Estimate"]
+__all__ = ["Generator", "InitFromImage", "Regularized", "Projected", "TextConditioned",
+           "GuidedSampler", "Embedder", "Estimate"]

@@ -50,6 +50,9 @@ GENERATORS: dict[str, GeneratorSpec] = {
                             "BigGAN-deep latent z and soft ImageNet class vector"),
     "diffusion": GeneratorSpec("clipforge.generators.diffusion:DiffusionSampler",
                                "CLIP-guided diffusion sampling (diffusers DDPM / Stable Diffusion)"),
+    "noise": GeneratorSpec("clipforge.generators.noise:NoiseGenerator",
+                           "a diffusion model's starting noise, optimized through a short DDIM "
+                           "run (ReNO / DNO)"),
 }
 
 # constructor arguments every generator takes; the rest are its options

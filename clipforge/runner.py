@@ -22,9 +22,9 @@ from torch import Tensor
 
 from clipforge.config import RunConfig
 from clipforge.errors import ConfigError, RunOutOfMemoryError
-from clipforge.loop import Step, make_optimizer, optimize, sample_steps
+from clipforge.loop import BestIterate, Step, make_optimizer, optimize, sample_steps
 from clipforge.precision import resolve_precision
-from clipforge.protocols import GuidedSampler
+from clipforge.protocols import GuidedSampler, TextConditioned
 
 
 def resolve_device(name: str) -> torch.device:
@@ -129,6 +129,9 @@ class Run:
         self.device, prompts, init = check_inputs(cfg, device)
         # like the seed, the precision is made concrete so that the PNG records the one used
         self.config = cfg = cfg.replace(precision=resolve_precision(cfg.precision, self.device))
+        if cfg.keep_best and issubclass(registry.generator_class(cfg.generator), GuidedSampler):
+            raise ConfigError("keep_best", f"generator {cfg.generator!r} is a sampler; keeping "
+                              "the best iterate applies to optimized generators only")
         try:
             ensemble = load_ensemble(cfg.clip, self.device, cache)
             for emb, _ in ensemble.members:
@@ -136,6 +139,8 @@ class Run:
             self.generator = registry.build_generator(
                 cfg.generator, cfg.width, cfg.height, options=cfg.generator_options,
                 generator=torch.Generator().manual_seed(cfg.seed), device=self.device)
+            if isinstance(self.generator, TextConditioned):
+                self.generator.condition_on(prompts)
             init_target = None
             if init is not None:
                 self.generator.init_from(init.to(self.device))
@@ -154,6 +159,7 @@ class Run:
                 raise
             self.generator = self.guide = self.opt = None
             raise out_of_memory(cfg, 0) from None
+        self.best = BestIterate() if cfg.keep_best else None  # the best iterate so far
         self.done = 0  # optimizer steps taken so far (a resumed run starts above 0)
         self.step: Step | None = None
 
@@ -170,7 +176,7 @@ class Run:
         else:
             steps = optimize(self.generator, self.guide, cfg.steps, lr=cfg.lr,
                              warmup_steps=cfg.warmup_steps, schedule=cfg.schedule,
-                             opt=self.opt, start=self.done)
+                             opt=self.opt, start=self.done, best=self.best)
         try:
             for step in steps:
                 self.done = step.i
@@ -183,6 +189,14 @@ class Run:
             steps.close()
             self.release()
             raise out_of_memory(cfg, i) from None
+
+    def generator_settings(self) -> dict[str, Any]:
+        """The generator's effective options: its defaults with the run's options applied
+        (what the PNG's ``parameters`` text records: model, sampler steps, prior weight, ...)."""
+        from clipforge import registry
+
+        return {**registry.generator_options(self.config.generator),
+                **self.config.generator_options}
 
     @torch.no_grad()
     def image(self) -> Tensor:

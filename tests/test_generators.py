@@ -133,6 +133,9 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
            "vq": write_tiny_vq(root / "vq")}
     write_tiny_biggan(root / "biggan")
     out["biggan"] = root / "biggan"
+    from test_diffusion import write_tiny_sd  # a Stable Diffusion-format pipeline (VAE factor 2)
+
+    out["sd"] = write_tiny_sd(root / "sd")
     return out
 
 
@@ -145,6 +148,10 @@ VARIANTS = {
     "vqgan": [("vqgan", lambda m: {"model": str(m["vq"]), "subfolder": None}, 0.2,
                (SIZE, 36, "32x32"))],
     "biggan": [("biggan", lambda m: {"model": str(m["biggan"])}, 0.05, (48, 48, "32x32"))],
+    # the bundled shapes DDPM (stride 4) and a tiny SD-format latent pipeline (stride 2)
+    "noise": [("noise", lambda m: {"sampler_steps": 2}, 0.05, (33, 32, "32x32")),
+              ("noise-sd", lambda m: {"model": str(m["sd"]), "sampler_steps": 1}, 0.05,
+               (33, 32, "32x32"))],
 }
 
 CASES = [pytest.param(name, *v, id=v[0]) for name in GENERATORS

@@ -68,7 +68,7 @@ def render_item(cfg: RunConfig, cache, on_step: Callable[[Any], None] | None = N
                 frames(step)
             if on_step is not None:
                 on_step(step)
-        png = png_bytes(run.image(), run.config)
+        png = png_bytes(run.image(), run.config, options=run.generator_settings())
         files = frames.encoded() if frames is not None else None
         ok = True
         loss = float(run.step.loss) if run.step is not None else None

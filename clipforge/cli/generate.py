@@ -123,7 +123,7 @@ def render(cfg: RunConfig, out: Optional[Path], *, quiet: bool = False,
                     from clipforge.checkpoint import save_checkpoint
 
                     save_checkpoint(run, ckpt_path)
-        save_png(path, run.image(), cfg)
+        save_png(path, run.image(), cfg, options=run.generator_settings())
         final_loss = float(run.step.loss) if run.step is not None else None
         if frames is not None:
             write_beside(path, frames.encoded())

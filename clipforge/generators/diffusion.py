@@ -19,7 +19,6 @@ classifier-free guidance, and an ``AutoencoderTiny`` (TAESD) can decode the guid
 from __future__ import annotations
 
 import gc
-import warnings
 from typing import Iterator, Sequence
 
 import torch
@@ -27,7 +26,8 @@ from torch import Tensor, nn
 
 from clipforge.errors import ConfigError
 from clipforge.generators.diffusion_models import (OPTION_RULES, check_options, eps_from_output,
-                                                   load_pipeline, make_scheduler, skip_of)
+                                                   load_pipeline, make_scheduler, prompt_texts,
+                                                   skip_of, text_states)
 from clipforge.generators.draw import randn
 from clipforge.guidance.classifier_guidance import guided_eps, predict_x0
 from clipforge.images import fit_image
@@ -268,19 +268,7 @@ class DiffusionSampler(nn.Module):
         z = enc.latent_dist.mode() if hasattr(enc, "latent_dist") else enc.latents
         return z.float() * self.vae.config.scaling_factor
 
-    @torch.no_grad()
     def _text_conditioning(self, guide) -> Tensor:
         """[negative; positive] text-encoder states for classifier-free guidance, (2B, L, D)."""
-        pos = self.text if self.text is not None else ", ".join(
-            p.text for p in guide.prompts if p.text is not None and p.weight > 0)
-        neg = self.negative_text if self.negative_text is not None else ", ".join(
-            p.text for p in guide.prompts if p.text is not None and p.weight < 0)
-        tok, n = self.tokenizer, self.tokenizer.model_max_length
-        for s in (pos, neg):
-            if len(tok(s).input_ids) > n:
-                warnings.warn(f"diffusion text conditioning truncated to the model's {n}-token "
-                              f"context: {s[:40]!r}...", stacklevel=3)
-        ids = tok([neg, pos], padding="max_length", max_length=n, truncation=True,
-                  return_tensors="pt").input_ids.to(self._device)
-        states = self.text_encoder(ids)[0]
-        return states.repeat_interleave(self.batch, dim=0).to(self.dtype)
+        pos, neg = prompt_texts(guide.prompts, self.text, self.negative_text)
+        return text_states(self.tokenizer, self.text_encoder, pos, neg, self.batch, self.dtype)

@@ -148,7 +148,7 @@ def eps_from_output(out: Tensor, x: Tensor, alpha_bar: Tensor, prediction_type: 
 
 
 def load_pipeline(model: str, decoder: str | None, width: int, height: int,
-                  dtype: torch.dtype) -> dict:
+                  dtype: torch.dtype, generator: str = "diffusion") -> dict:
     """Load a pipeline's components; the size is checked against the configs before weights.
 
     Args:
@@ -157,6 +157,7 @@ def load_pipeline(model: str, decoder: str | None, width: int, height: int,
         width: image width in pixels.
         height: image height in pixels.
         dtype: the weights' dtype.
+        generator: the generator that asks (named when the size is refused).
 
     Returns:
         the components by name (``unet``, ``scheduler`` config, and ``vae``, ``text_encoder``,
@@ -177,7 +178,7 @@ def load_pipeline(model: str, decoder: str | None, width: int, height: int,
     else:  # UNet2DModel's skip connections need every level to halve evenly
         factor, stride = 1, 2 ** (len(_component(model, path, index, "unet", True)
                                       ["block_out_channels"]) - 1)
-    check_factor("diffusion", width, height, stride)
+    check_factor(generator, width, height, stride)
     parts = {n: _component(model, path, index, n, dtype=dtype) for n in names}
     if decoder is not None:
         from diffusers import AutoencoderTiny
@@ -191,6 +192,37 @@ def load_pipeline(model: str, decoder: str | None, width: int, height: int,
             raise DiffusionModelError(f"decoder {decoder!r}: cannot load an AutoencoderTiny "
                                       f"(TAESD) from it: {first_line(e)}") from None
     return {**parts, "factor": factor, "stride": stride}
+
+
+def prompt_texts(prompts, text: str | None = None,
+                 negative_text: str | None = None) -> tuple[str, str]:
+    """A latent model's own (positive, negative) prompt: ``text`` / ``negative_text`` when
+    given, else the run's positive / negative text prompts joined by commas."""
+    pos = text if text is not None else ", ".join(
+        p.text for p in prompts if p.text is not None and p.weight > 0)
+    neg = negative_text if negative_text is not None else ", ".join(
+        p.text for p in prompts if p.text is not None and p.weight < 0)
+    return pos, neg
+
+
+@torch.no_grad()
+def text_states(tokenizer, text_encoder, pos: str, neg: str, batch: int,
+                dtype: torch.dtype) -> Tensor:
+    """[negative; positive] text-encoder states for classifier-free guidance, (2B, L, D).
+
+    A text longer than the model's context is truncated with a warning that says so.
+    """
+    import warnings
+
+    n = tokenizer.model_max_length
+    for s in (pos, neg):
+        if len(tokenizer(s).input_ids) > n:
+            warnings.warn(f"diffusion text conditioning truncated to the model's {n}-token "
+                          f"context: {s[:40]!r}...", stacklevel=3)
+    ids = tokenizer([neg, pos], padding="max_length", max_length=n, truncation=True,
+                    return_tensors="pt").input_ids.to(text_encoder.device)
+    states = text_encoder(ids)[0]
+    return states.repeat_interleave(batch, dim=0).to(dtype)
 
 
 def _read_index(spec: str) -> tuple[str, dict]:

@@ -28,7 +28,7 @@ IMAGE_FIELDS = ("init_image", "init_weight", "image_prompts", "image_prompt_weig
 MODEL_FIELDS = ("clip", "generator", "generator_options")
 MAIN_FIELDS = ("width", "height", "steps", "lr", "cutn", "seed", "preview_every")
 ADVANCED_FIELDS = ("optimizer", "schedule", "warmup_steps", "cut_pow", "augment", "tv_weight",
-                   "range_weight")
+                   "range_weight", "keep_best")
 UI_FIELDS = TEXT_FIELDS + MODEL_FIELDS + MAIN_FIELDS + IMAGE_FIELDS + ADVANCED_FIELDS
 # RunConfig fields the page does not offer: the server operator picks the device and its
 # arithmetic (precision's auto suits the machine; compile is a long first step for a shared

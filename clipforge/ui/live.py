@@ -146,7 +146,8 @@ class LiveRun:
             extra["clipforge_steering"] = json.dumps(self.steering, ensure_ascii=False)
         if note:
             extra["clipforge_note"] = note
-        return save_png(path, self.run.image().cpu(), self.config, extra)
+        return save_png(path, self.run.image().cpu(), self.config, extra,
+                        options=self.run.generator_settings())
 
     def release(self) -> None:
         """Free the generator, guide and optimizer state (device memory goes back)."""
