@@ -98,7 +98,7 @@ def test_bf16_gradient_agrees_with_fp32_on_a_vit(tiny_embedder):
     assert l16.dtype == torch.float32 and abs(float(l16 - l32)) < 1e-2 * abs(float(l32))
 
 
-def test_resnet_tower_runs_channels_last_with_the_same_result():
+def test_resnet_tower_runs_folded_and_channels_last_with_the_same_result():
     import open_clip
 
     from clipforge.guidance.embedders import ClipEmbedder
@@ -111,8 +111,14 @@ def test_resnet_tower_runs_channels_last_with_the_same_result():
     plain = {k: v.clone() for k, v in model.state_dict().items()}
     emb = ClipEmbedder(model, None, 32)
     assert emb._channels_last and not emb._lean_vit
-    conv = next(m for m in model.visual.modules() if isinstance(m, torch.nn.Conv2d))
+    # the lean copy: batch norms folded into the convolutions, channels-last
+    tower = emb.lean_tower
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in tower.modules())
+    conv = next(m for m in tower.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    # the model itself is untouched: its weights still load into (and save from) open_clip's
+    assert set(model.state_dict()) == set(plain)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in plain.items())
     ref = open_clip.CLIP(**cfg).eval()
     ref.load_state_dict(plain)
     x = torch.rand(3, 3, 32, 32)

@@ -10,6 +10,7 @@ Supervision"; open_clip, Ilharco et al. 2021.
 
 from __future__ import annotations
 
+import copy
 import re
 import threading
 import warnings
@@ -20,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from clipforge.guidance.lean_resnet import is_open_clip_resnet, make_lean
 from clipforge.guidance.lean_vit import is_plain_vit, vit_features
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -62,12 +64,16 @@ class ClipEmbedder(nn.Module):
         self._text_cache: dict[str, Tensor] = {}
         self._lock = threading.Lock()
         self._lean_vit = frozen and is_plain_vit(self.model)  # its maths is eval mode's
-        # a frozen convolutional tower (open_clip's ModifiedResNet) runs channels-last: oneDNN's
-        # native layout, about 1.3x faster forward and backward here (benchmarks/step_speed.py)
+        # a frozen convolutional tower runs channels-last, oneDNN's native layout (forward and
+        # backward about 1.3x faster here); open_clip's ResNet also gets its batch norms folded
+        # into its convolutions (lean_resnet), in a copy: the model itself stays loadable/savable
         visual = getattr(self.model, "visual", None)
         self._channels_last = frozen and not self._lean_vit and visual is not None and sum(
             isinstance(m, nn.Conv2d) for m in visual.modules()) > 1
-        if self._channels_last:
+        self.lean_tower = None
+        if self._channels_last and is_open_clip_resnet(visual):
+            self.lean_tower = make_lean(copy.deepcopy(visual))
+        elif self._channels_last:
             visual.to(memory_format=torch.channels_last)
         self._features = self._image_features
         self._compiled = None  # the torch.compile'd tower, made on first request
@@ -109,6 +115,8 @@ class ClipEmbedder(nn.Module):
             return vit_features(self.model.visual, x)
         if self._channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        if self.lean_tower is not None:   # what encode_image computes (its visual tower)
+            return self.lean_tower(x)
         return self.model.encode_image(x)
 
     @torch.no_grad()
