@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-OFFLINE = ("pixel", "fourier")  # generators with a bundled model to run on, offline
+OFFLINE = ("pixel", "fourier", "noise")  # generators with a bundled model to run on, offline
 
 
 def main(argv: list[str] | None = None) -> int:
