@@ -55,7 +55,7 @@ def _generate(prompt: Optional[str], from_png: Optional[Path], out: Optional[Pat
     except Exception as e:  # noqa: BLE001 - reported by the one mapper
         raise typer.Exit(report(e)) from None
     raise typer.Exit(render(cfg, out, quiet=quiet, checkpoint_every=checkpoint_every,
-                            resume=ckpt, overwrite=overwrite))
+                            resume=ckpt, overwrite=overwrite or ckpt is not None))
 
 
 def render(cfg: RunConfig, out: Optional[Path], *, quiet: bool = False,
@@ -130,7 +130,7 @@ PARAMS = [
            "(default: out/)"),
     option("quiet", bool, False, "--quiet", "-q", help="No progress bar."),
     option("overwrite", bool, False, help="Replace an existing PNG (without it, an existing "
-           "output is refused before any work)."),
+           "output is refused before any work; --resume replaces its own run's PNG)."),
     option("checkpoint_every", int, 0, help="Save the run's state beside the PNG (NAME.ckpt) "
            "every K steps (0 = off)."),
     option("resume", Optional[Path], None, help="Continue the run saved in a checkpoint (its "
