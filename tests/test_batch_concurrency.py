@@ -84,7 +84,9 @@ def test_three_processes_a_ray_run_and_a_killed_worker_render_each_item_once(
         ray_run.join(timeout=600)
     finally:
         ray.shutdown()
-    assert codes[0] == -signal.SIGKILL and codes[1:] == [0, 0], [p.stderr.read() for p in procs]
+    logs = [p.stderr.read() for p in procs]
+    print("\n".join(line for log in logs for line in log.splitlines() if "batch:" in line))
+    assert codes[0] == -signal.SIGKILL and codes[1:] == [0, 0], logs
     assert ray_code == [0]
     # the killed worker's item, if it was cut short, is rendered by a re-run; nothing else is
     rerun = subprocess.run([sys.executable, "-m", "clipforge", "batch", str(lst), "--out",

@@ -48,6 +48,7 @@ class ManifestState:
     ok: set[str] = field(default_factory=set)
     failed: dict[str, str] = field(default_factory=dict)
     offsets: dict[str, int] = field(default_factory=dict)
+    recent: set[str] = field(default_factory=set)  # ids of lines read by the last update
 
     def update(self, folder: str | os.PathLike) -> "ManifestState":
         """Read the complete lines appended to every ``manifest*.jsonl`` since the last call.
@@ -59,6 +60,7 @@ class ManifestState:
         Args:
             folder: the batch's output folder.
         """
+        self.recent = set()
         for path in sorted(Path(folder).glob("manifest*.jsonl")):
             start = self.offsets.get(str(path), 0)
             with open(path, "rb") as f:
@@ -78,6 +80,7 @@ class ManifestState:
             return  # a line torn by kill -9 or a full disk
         if not isinstance(key, str):
             return
+        self.recent.add(key)
         if status == "ok":
             self.ok.add(key)
             self.failed.pop(key, None)

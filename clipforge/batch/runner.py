@@ -179,11 +179,12 @@ class Batch:
 
     def _claimed_unrecorded(self, item: Item, status: str) -> bool:
         """Claim an item whose line may be missing; True (claim held) when, with the claim
-        held, the manifests (read up to now) still lack it, so this process writes it."""
+        held, the manifests still lack its ``ok`` line (for ``ok``), or no other process has
+        recorded it since our last read (for ``failed``): this process writes it then."""
         if not self.claims.take(item.key):
             return False  # its holder writes the line
         state = self.state.update(self.out)
-        if item.key in (state.ok if status == "ok" else state.failed):
+        if item.key in state.ok if status == "ok" else item.key in state.recent:
             self.claims.release(item.key)
             return False
         return True

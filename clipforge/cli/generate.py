@@ -61,7 +61,7 @@ def _generate(prompt: Optional[str], from_png: Optional[Path], out: Optional[Pat
     except Exception as e:  # noqa: BLE001 - reported by the one mapper
         raise typer.Exit(report(e)) from None
     raise typer.Exit(render(cfg, out, quiet=quiet, checkpoint_every=checkpoint_every,
-                            resume=ckpt, as_json=as_json, overwrite=overwrite))
+                            resume=ckpt, as_json=as_json, overwrite=overwrite or ckpt is not None))
 
 
 def render(cfg: RunConfig, out: Optional[Path], *, quiet: bool = False,
@@ -149,7 +149,7 @@ PARAMS = [
     inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
                       default=quiet_option()),
     option("overwrite", bool, False, help="Replace an existing PNG (without it, an existing "
-           "output is refused before any work)."),
+           "output is refused before any work; --resume replaces its own run's PNG)."),
     option("as_json", bool, False, "--json", help="Print one JSON line per image written "
            "(path, seed, seconds, final loss) instead of its path."),
     option("checkpoint_every", int, 0, help="Save the run's state beside the PNG (NAME.ckpt) "
