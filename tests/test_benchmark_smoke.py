@@ -132,11 +132,12 @@ def test_lean_vit_is_not_used_for_other_models():
     assert not _is_plain_vit(NotOpenClip())
 
 
-def test_cutouts_one_grid_equals_per_crop_sampling():
+@pytest.mark.parametrize("b", [1, 2])   # one image: one sample per crop; more: one grid each
+def test_cutouts_one_grid_equals_per_crop_sampling(b):
     from clipforge.guidance.augment import Cutouts
 
     cut = Cutouts(16, 5, noise=0.0)           # flips, rotation, perspective on; no pixel noise
-    image = torch.rand(2, 3, 40, 36)
+    image = torch.rand(b, 3, 40, 36)
     params = cut.sample(40, 36, torch.Generator().manual_seed(3))
     out = cut.apply(image, params)
     s = params.size * params.supersample
@@ -144,15 +145,15 @@ def test_cutouts_one_grid_equals_per_crop_sampling():
     yy, xx = torch.meshgrid(lin, lin, indexing="ij")
     base = torch.stack([xx, yy, torch.ones_like(xx)], dim=-1).reshape(-1, 3)
     expected = []
-    for b in range(2):                        # image-major, one crop at a time
+    for i in range(b):                        # image-major, one crop at a time
         for m in params.matrices:
             pts = base @ m.T
             grid = (pts[:, :2] / pts[:, 2:].clamp(min=1e-3)).reshape(1, s, s, 2)
-            crop = F.grid_sample(image[b:b + 1], grid, mode="bilinear",
+            crop = F.grid_sample(image[i:i + 1], grid, mode="bilinear",
                                  padding_mode="reflection", align_corners=False)
             expected.append(F.avg_pool2d(crop, params.supersample)
                             if params.supersample > 1 else crop)
-    assert out.shape == (10, 3, 16, 16)
+    assert out.shape == (5 * b, 3, 16, 16)
     assert torch.allclose(out, torch.cat(expected), atol=1e-6)
 
 

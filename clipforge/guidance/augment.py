@@ -118,12 +118,20 @@ class Cutouts:
         base = torch.stack([xx, yy, torch.ones_like(xx)], dim=-1).reshape(-1, 3)   # (s*s, 3)
         h = params.matrices.to(device=dev, dtype=dt)
         pts = base @ h.transpose(1, 2)                                      # (N, s*s, 3)
-        # all N crops stacked in one grid over each image: no per-crop copy of the image, and
-        # the backward accumulates into one (B, 3, H, W) gradient
-        grid = (pts[..., :2] / pts[..., 2:].clamp(min=1e-3)).reshape(1, n * s, s, 2)
-        out = F.grid_sample(image, grid.expand(b, -1, -1, -1), mode="bilinear",
-                            padding_mode="reflection", align_corners=False)   # (B, 3, N*s, s)
-        out = out.view(b, -1, n, s, s).transpose(1, 2).reshape(b * n, -1, s, s)
+        grid = pts[..., :2] / pts[..., 2:].clamp(min=1e-3)                # (N, s*s, 2)
+        if b == 1:
+            # the image expanded (no copy) to one sample per crop: the CPU kernels parallelize
+            # over the batch, so the backward runs on every core instead of one, and the
+            # crops come out in their final layout (no transpose copy)
+            out = F.grid_sample(image.expand(n, -1, -1, -1), grid.reshape(n, s, s, 2),
+                                mode="bilinear", padding_mode="reflection", align_corners=False)
+        else:
+            # all N crops stacked in one grid over each image: no per-crop copy of the images,
+            # and the backward accumulates into one (B, 3, H, W) gradient
+            out = F.grid_sample(image, grid.reshape(1, n * s, s, 2).expand(b, -1, -1, -1),
+                                mode="bilinear", padding_mode="reflection",
+                                align_corners=False)                           # (B, 3, N*s, s)
+            out = out.view(b, -1, n, s, s).transpose(1, 2).reshape(b * n, -1, s, s)
         if params.supersample > 1:
             out = F.avg_pool2d(out, params.supersample)
         if bool(self.augment) and self.noise > 0:
