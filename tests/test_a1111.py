@@ -128,7 +128,7 @@ def test_a1111_settings_map_what_they_can(tmp_path):
 def test_generate_from_an_a1111_png(tmp_path):
     src = _a1111_png(tmp_path / "a1111.png")
     r = subprocess.run([sys.executable, "-m", "clipforge", "generate", "--from", str(src),
-                        "--steps", "2", "--cutn", "2", "--clip", "shapes", "-q",
+                        "--steps", "2", "--cutn", "2", "--clip", "shapes",  # not -q: notes
                         "--out", str(tmp_path / "out.png")],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr

@@ -562,7 +562,8 @@ def test_clipforge_ui_command_in_process(tiny_clip_dir, monkeypatch):
     real_launch = ui_app.launch
 
     def launch(**kwargs):
-        started.append(real_launch(**kwargs, prevent_thread_lock=True, quiet=True))
+        assert kwargs["quiet"] is False  # the CLI passes its -q on; the test keeps it quiet
+        started.append(real_launch(**{**kwargs, "quiet": True}, prevent_thread_lock=True))
         return started[-1]
 
     monkeypatch.setattr(ui_app, "launch", launch)
