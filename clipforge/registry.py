@@ -93,11 +93,33 @@ def check_size(name: str, width: int, height: int) -> None:
 
 
 def check_options(name: str, options: dict[str, Any]) -> None:
+    """Unknown options, and values whose type differs from the option's default, are refused."""
     allowed = generator_options(name)
-    for key in options:
+    for key, value in options.items():
         if key not in allowed:
             raise ConfigError("generator_options", f"unknown option {key!r} for generator "
                               f"{name!r}; options: {', '.join(allowed) or 'none'}")
+        expected = _option_kind(allowed[key], value)
+        if expected:
+            raise ConfigError("generator_options", f"option {key!r} of generator {name!r}: "
+                              f"expected {expected}, got {value!r}")
+
+
+def _option_kind(default: Any, value: Any) -> str | None:
+    """What ``value`` should be, judged by the option's default; None when it fits."""
+    import math
+
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "true or false"
+    if isinstance(default, int):
+        return None if isinstance(value, int) and not isinstance(value, bool) else \
+            "a whole number"
+    if isinstance(default, float):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return None if number and math.isfinite(value) else "a finite number"
+    if isinstance(default, str):
+        return None if isinstance(value, str) else "text"
+    return None  # no default to judge by (None, a list): the generator checks it
 
 
 def build_generator(name: str, width: int, height: int, *, options: dict[str, Any] | None = None,
