@@ -131,11 +131,22 @@ def test_browser_generate_preview_pause_steer_resume_stop(studio_url, page, tmp_
     page.locator("#cf-pause").click()
     expect(page.locator("#cf-status")).to_contain_text("paused · step")
     expect(page.locator("#cf-resume")).to_be_visible()
+    # while paused, what the run cannot change is locked and Generate is off (defect 5)
+    for name in ("width", "height", "steps", "cutn", "seed"):
+        expect(page.locator(f"#cf-{name} input")).to_be_disabled()
+    expect(page.locator("#cf-generator input")).to_be_disabled()
+    expect(page.locator("#cf-generate")).to_be_disabled()
+    expect(page.locator("#cf-prompt textarea")).to_be_enabled()
+    expect(page.locator("#cf-lr input")).to_be_enabled()
+    expect(page.locator("#cf-plot")).to_contain_text("a red circle on a blue background")
     page.locator("#cf-prompt textarea").fill("a green square:2")
     page.locator("#cf-lr input").fill("0.03")
     page.locator("#cf-resume").click()
     expect(page.locator("#cf-status")).to_contain_text("running · step")
     assert len(preview_sources(page, 2)) >= 2
+    expect(page.locator("#cf-width input")).to_be_enabled()
+    # the loss plot carries on with the new prompt's part (defect 6)
+    expect(page.locator("#cf-plot")).to_contain_text("a green square")
 
     # stop: idle controls, last preview kept
     page.locator("#cf-stop").click()

@@ -113,6 +113,23 @@ def control(name: str, initial: dict[str, Any], studio: Studio) -> gr.components
     return gr.Number(value=value, label=label, info=info, elem_id=elem_id)
 
 
+PLOT_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+               "#7f7f7f", "#bcbd22", "#17becf")
+
+
+def plot_update(frame):
+    """The loss plot's update for ``frame`` (step, part, loss), with a colour for every part.
+
+    The plot keeps the series it first drew unless its ``color_map`` changes, so naming every
+    part (in order of appearance) makes the parts a steered prompt adds appear after Resume.
+    """
+    if frame is None:
+        return gr.update(value=None)
+    parts = list(dict.fromkeys(frame["part"]))
+    return gr.update(value=frame, colors_in_legend=parts,
+                     color_map={p: PLOT_COLORS[i % len(PLOT_COLORS)] for i, p in enumerate(parts)})
+
+
 def generator_info(name: str) -> str:
     """The generator's one-line summary, for the dropdown's help."""
     from clipforge import registry

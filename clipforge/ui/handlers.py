@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import gradio as gr
 
 from clipforge.errors import RunError, UsageError
-from clipforge.ui.controls import STATE_OUTPUTS, page_state
+from clipforge.ui.controls import STATE_OUTPUTS, page_state, plot_update
 from clipforge.ui.inputs import UI_FIELDS, InputError
 from clipforge.ui.live import LiveRun, Result, loss_frame, progress_text
 from clipforge.ui.session import Session, Studio
@@ -119,7 +119,7 @@ class Handlers:
                                                                              values))))
         job = self.studio.start_job()
         sess.begin(job)
-        yield show(plot=loss_frame(None), status="loading the model…", message="",
+        yield show(plot=plot_update(None), status="loading the model…", message="",
                    gallery=self.gallery(sess), state="running")
         live = guarded(lambda: self.load(cfg))
         yield from self.drive(live, sess, job, every)
@@ -162,7 +162,7 @@ class Handlers:
         except gr.Error:
             self.studio.hold_paused(sess, live)  # bad steering: the run stays paused
             raise
-        yield show(plot=loss_frame(live), status=progress_text(live, 0, 0, "resuming"),
+        yield show(plot=plot_update(loss_frame(live)), status=progress_text(live, 0, 0, "resuming"),
                    message="", state="running")
         yield from self.drive(live, sess, job, every)
 
@@ -232,7 +232,7 @@ class Handlers:
                     last_sent = now
                     live.record(step)
                     live.last_preview = to_pil(step.image)
-                    yield show(preview=live.last_preview, plot=loss_frame(live),
+                    yield show(preview=live.last_preview, plot=plot_update(loss_frame(live)),
                                status=progress_text(live, seg_steps, seg_seconds),
                                state="running", resumable=can)
                 elif now - last_sent >= STATUS_SECONDS:
@@ -243,7 +243,7 @@ class Handlers:
                 if sess.pause_requested.is_set() and can and not live.done:
                     studio.hold_paused(sess, live)
                     paused = True
-                    yield show(plot=loss_frame(live), status=progress_text(
+                    yield show(plot=plot_update(loss_frame(live)), status=progress_text(
                         live, seg_steps, seg_seconds, "paused") + " — edit the prompt, weights "
                         "or learning rate, then Resume", state="paused")
                     return
@@ -282,7 +282,7 @@ class Handlers:
         sess.add_result(Result(path, caption))
         status = (f"stopped at step {live.i}/{live.total} · kept as a partial result"
                   if stopped else progress_text(live, *segment, "done"))
-        return show(preview=image, plot=loss_frame(live), status=status, message="",
+        return show(preview=image, plot=plot_update(loss_frame(live)), status=status, message="",
                     gallery=self.gallery(sess), download=str(path), state="idle")
 
     def gallery(self, sess: Session) -> list[tuple[str, str]]:
