@@ -583,8 +583,8 @@ def test_auth_parsing_and_safe_launch_defaults():
     assert params["host"].default == "127.0.0.1" and params["share"].default is False
 
 
-def test_clipforge_ui_command_in_process(tiny_clip_dir, monkeypatch):
-    """`clipforge ui --host 127.0.0.1 --port P --auth artist:secret` through the CLI's code;
+def test_clipforge_ui_command_in_process(tiny_clip_dir, monkeypatch, tmp_path):
+    """`clipforge ui --host 127.0.0.1 --port P --auth artist:secret --outdir D` through the CLI's code;
     only the blocking wait is removed, so the test can talk to the server it starts."""
     import httpx
     from typer.testing import CliRunner
@@ -601,8 +601,9 @@ def test_clipforge_ui_command_in_process(tiny_clip_dir, monkeypatch):
 
     monkeypatch.setattr(ui_app, "launch", launch)
     port = free_port()
+    outdir = tmp_path / "results"
     result = CliRunner().invoke(cli.app, ["ui", "--host", "127.0.0.1", "--port", str(port),
-                                          "--auth", "artist:secret"])
+                                          "--auth", "artist:secret", "--outdir", str(outdir)])
     assert result.exit_code == 0, result.output
     demo = started[0]
     try:
@@ -614,6 +615,7 @@ def test_clipforge_ui_command_in_process(tiny_clip_dir, monkeypatch):
         assert "/generate" in client.view_api(print_info=False, return_format="dict")[
             "named_endpoints"]
         assert "shapes" in demo.clipforge_studio.default_clip  # the bundled offline default
+        assert demo.clipforge_studio.output_dir == outdir and outdir.is_dir()
     finally:
         demo.close()
 

@@ -382,3 +382,28 @@ def test_browser_stop_keeps_the_image_as_a_partial_png(studio_url, browser):
     assert len(set(out.glob("*-partial.png")) - before) == 2
     expect(page.locator("#cf-gallery img")).to_have_count(2)
     page.context.close()
+
+
+# ---- defect 4: a reload keeps the prompt, the settings and the gallery ----
+
+def test_browser_reload_keeps_prompt_settings_and_gallery(studio_url, browser):
+    from playwright.sync_api import expect
+
+    page = open_studio(browser, studio_url.local_url)
+    expect(page.locator("#cf-gallery")).to_contain_text(str(studio_url.clipforge_studio.output_dir))
+    page.locator("#cf-prompt textarea").fill("a yellow triangle:1.5 | noise:-0.5")
+    page.locator("#cf-steps input").fill("2")
+    page.locator("#cf-seed input").fill("4242")
+    page.locator("#cf-generate").click()
+    expect(page.locator("#cf-status")).to_contain_text("done · step 2/2")
+    expect(page.locator("#cf-gallery img")).to_have_count(1)
+    page.reload()
+    wait_idle(page)
+    expect(page.locator("#cf-prompt textarea")).to_have_value("a yellow triangle:1.5 | noise:-0.5")
+    expect(page.locator("#cf-steps input")).to_have_value("2")
+    expect(page.locator("#cf-seed input")).to_have_value("4242")
+    expect(page.locator("#cf-gallery img")).to_have_count(1)  # read back from the folder
+    expect(page.locator("#cf-gallery")).to_contain_text("a yellow triangle")
+    page.locator("#cf-generate").click()  # and the next result joins it
+    expect(page.locator("#cf-gallery img")).to_have_count(2)
+    page.context.close()

@@ -28,7 +28,7 @@ except ImportError as _e:  # pragma: no cover - exercised by a test with gradio 
 
 from clipforge.errors import UsageError
 from clipforge.ui.controls import CSS, HEADER, control, model_note
-from clipforge.ui.events import Events, closed
+from clipforge.ui.events import REMEMBERED, Events, closed
 from clipforge.ui.handlers import OUTPUTS
 from clipforge.ui.inputs import (ADVANCED_FIELDS, IMAGE_FIELDS, RESTORABLE, TEXT_FIELDS,
                                  UI_FIELDS, ui_defaults)
@@ -95,7 +95,8 @@ def _layout(studio: Studio, initial: dict[str, Any]) -> dict[str, Any]:
     """Place every component; returns them by name (settings by their field name)."""
     c: dict[str, Any] = {"session": gr.State(Session(), delete_callback=closed),
                          "owner": gr.Textbox(visible=False, elem_id="cf-owner"),
-                         "timer": gr.Timer(1.0)}
+                         "timer": gr.Timer(1.0),
+                         "saved": gr.BrowserState({}, storage_key="clipforge-studio")}
     gr.Markdown(HEADER)
     gr.Markdown(model_note(studio), elem_id="cf-model-note")
 
@@ -142,8 +143,8 @@ def _layout(studio: Studio, initial: dict[str, Any]) -> dict[str, Any]:
                                     height=220, elem_id="cf-plot")
             c["download"] = gr.File(label="Result PNG (settings embedded)", interactive=False,
                                     elem_id="cf-download")
-            c["gallery"] = gr.Gallery(label="This session's results", columns=4, height=220,
-                                      elem_id="cf-gallery")
+            c["gallery"] = gr.Gallery(label=f"Your results (saved in {studio.output_dir})",
+                                      columns=4, height=220, elem_id="cf-gallery")
     missing = (set(UI_FIELDS) | set(OUTPUTS)) - set(c)
     assert not missing, sorted(missing)
     return c
@@ -164,8 +165,12 @@ def _wire(demo: gr.Blocks, c: dict[str, Any], h: Events) -> None:
     steer = [c["prompt"], c["negative_prompt"], c["lr"], c["preview_every"], owner, session]
     resume_event = c["resume"].click(h.resume, steer, outputs, validator=h.validate_steer,
                                      api_visibility="private", **model)
-    demo.load(h.claim, [session], [owner, c["generate"]], **private)
     mine = [owner, session]
+    demo.load(h.opened, [c["saved"], session],
+              [owner, c["generate"], c["saved"], c["gallery"], *(c[n] for n in REMEMBERED)],
+              **private)
+    c["generate"].click(h.remember, [*(c[n] for n in REMEMBERED), c["saved"], *mine],
+                        c["saved"], **private)
     c["pause"].click(h.pause, mine, [c["pause"]], **private)
     c["stop"].click(h.stop, mine, outputs, **private)
     c["cancel"].click(h.cancel, mine, outputs, cancels=[gen_event, resume_event], **private)

@@ -15,7 +15,10 @@ import gradio as gr
 from clipforge.ui.controls import generator_info, options_info, restore_controls
 from clipforge.ui.handlers import Handlers, show
 from clipforge.ui.inputs import RESTORABLE, InputError, random_seed
-from clipforge.ui.session import Session
+from clipforge.ui.session import Session, is_client_id, new_client_id
+
+# the settings a reload brings back (kept in the browser's storage at each Generate)
+REMEMBERED = RESTORABLE + ("image_prompt_weight", "preview_every")
 
 
 def closed(sess: Session | None) -> None:
@@ -44,11 +47,30 @@ class Events(Handlers):
             return False
         return True
 
-    def claim(self, sess: Session) -> tuple:
-        """Page load: hand this page its owner token (only the first caller gets it) and enable
-        Generate, so the page never sends an event without its token."""
+    def opened(self, saved, sess: Session) -> tuple:
+        """Page load: hand this page its owner token (only the first caller gets it), enable
+        Generate (so the page never sends an event without its token), and bring back what the
+        browser had: its settings and its gallery, read back from the output folder.
+
+        Returns:
+            owner token, Generate, browser state, gallery, then the :data:`REMEMBERED` values.
+        """
         token = sess.claim()
-        return (token, gr.update(interactive=True)) if token else (gr.skip(), gr.skip())
+        if not token:
+            return tuple(gr.skip() for _ in range(4 + len(REMEMBERED)))
+        saved = saved if isinstance(saved, dict) else {}
+        client = saved.get("client") if is_client_id(saved.get("client")) else new_client_id()
+        sess.adopt(client, self.studio.saved_results(client))
+        values = saved.get("values") if isinstance(saved.get("values"), dict) else {}
+        return (token, gr.update(interactive=True), {"client": client, "values": values},
+                self.gallery(sess), *(values.get(n, gr.skip()) for n in REMEMBERED))
+
+    def remember(self, *args):
+        """Generate pressed: keep its settings in the browser's storage, for a reload."""
+        *values, saved, owner, sess = args
+        if sess is None or not sess.owns(owner):
+            return gr.skip()
+        return {"client": sess.client, "values": dict(zip(REMEMBERED, values))}
 
     def pause(self, owner: str, sess: Session):
         """Ask ``sess``'s running job to pause at its next step (it writes "paused" itself)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hmac
 import secrets
 import threading
+import time
 import uuid
 import weakref
 from pathlib import Path
@@ -148,9 +149,39 @@ class Studio:
         """
         from clipforge.outputs import safe_join
 
-        n = session.next_result_number()
+        n, stamp = session.next_result_number(), time.time_ns()
         tail = "-partial" if partial else ""
-        return safe_join(self.output_dir, f"clipforge-{session.id}-{n:04d}-s{seed}{tail}.png")
+        return safe_join(self.output_dir,
+                         f"clipforge-{session.client}-{stamp:016x}-{n:04d}-s{seed}{tail}.png")
+
+    def saved_results(self, client: str) -> list[Result]:
+        """The results of browser ``client`` in the output folder, oldest first (a reload's
+        gallery); an id that is not :func:`is_client_id` has none."""
+        from clipforge.outputs import read_config
+
+        if not is_client_id(client):
+            return []
+        results = []
+        for path in sorted(self.output_dir.glob(f"clipforge-{client}-*.png"))[
+                -MAX_RESULTS_PER_SESSION:]:
+            try:
+                cfg = read_config(path)
+            except ConfigError:  # no clipforge settings, or unreadable
+                continue
+            results.append(Result(path, f"{cfg.prompt[:60]} · seed {cfg.seed}"
+                                  + (" · partial" if path.stem.endswith("-partial") else "")))
+        return results
+
+
+def new_client_id() -> str:
+    """A browser's id: names its result files, so a reload finds them (16 hex digits)."""
+    return uuid.uuid4().hex[:16]
+
+
+def is_client_id(text: Any) -> bool:
+    """True for an id made by :func:`new_client_id` (so it is safe in a file name)."""
+    return isinstance(text, str) and len(text) == 16 and all(c in "0123456789abcdef"
+                                                            for c in text)
 
 
 def bundled_present() -> list[str]:
@@ -168,7 +199,8 @@ class Session:
     """
 
     def __init__(self) -> None:
-        self.id = uuid.uuid4().hex[:16]
+        self.id = new_client_id()
+        self.client = self.id   # the browser's id (kept in its storage): names result files
         self.paused: LiveRun | None = None
         self.results: list[Result] = []
         self.pause_requested = threading.Event()
@@ -190,6 +222,12 @@ class Session:
                 return None
             self.owner = secrets.token_urlsafe(24)
             return self.owner
+
+    def adopt(self, client: str, results: list[Result]) -> None:
+        """This tab belongs to browser ``client``: its results so far fill the gallery."""
+        with self._lock:
+            self.client = client
+            self.results = list(results)
 
     def owns(self, token: Any) -> bool:
         """True when ``token`` is this session's owner token (compared in constant time)."""
