@@ -659,3 +659,30 @@ def test_import_clipforge_does_not_import_gradio_and_missing_gradio_says_what_to
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert "pip install 'clipforge[ui]'" in out.stdout
+
+
+def test_offline_hub_model_fails_fast_in_studio_terms(client, app, monkeypatch):
+    """An open_clip ARCH:TAG on a machine without the hub: the job fails within seconds (not
+    ~30 s of retries), saying what to do in the studio, not which CLI flag to pass (row 34)."""
+    import huggingface_hub.constants as hub_constants
+
+    from clipforge import offline
+
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: refused at once
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)      # restored afterwards
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", hub_constants.HF_HUB_OFFLINE)
+    monkeypatch.setenv("HF_HOME", str(app.clipforge_studio.output_dir / "empty-hf-home"))
+    offline.forget()
+    try:
+        t0 = time.perf_counter()
+        with pytest.raises(AppError) as err:
+            client.predict(api_name="/generate", **args(clip=["ViT-B-32:laion2b_s34b_b79k"],
+                                                        steps=1))
+        seconds = time.perf_counter() - t0
+    finally:
+        offline.forget()
+    message = str(err.value)
+    assert "cannot reach the model hub" in message and "127.0.0.1 cannot be reached" in message
+    assert "offered CLIP models" in message and "--clip" not in message
+    print(f"offline failure after {seconds:.1f} s")
+    assert seconds < 15, seconds

@@ -49,9 +49,18 @@ def show(state: str | None = None, resumable: bool = True, **shown: Any) -> tupl
 
 
 def failure_text(err: BaseException) -> str:
-    """What the page says about an error that ended a job."""
+    """What the page says about an error that ended a job (in the studio's terms)."""
+    from clipforge.errors import ModelLoadError
+    from clipforge.offline import offline_reason
+
     if isinstance(err, gr.Error):
         return str(err.message)
+    reason = offline_reason() if isinstance(err, ModelLoadError) else None
+    if reason:  # the engine's hint names CLI flags; say what a studio user can do instead
+        head = str(err).split(" (")[0]
+        return (f"{head}: this server cannot reach the model hub ({reason}). Choose one of the "
+                "offered CLIP models (the bundled shapes model works offline), or ask the "
+                "server's operator to download the model and offer its folder in the list.")
     if isinstance(err, (UsageError, RunError)):
         return str(err)
     return (f"the run failed unexpectedly ({type(err).__name__}); the server's log has the "
@@ -63,7 +72,7 @@ def guarded(fn):
     try:
         return fn()
     except (UsageError, RunError) as e:
-        raise gr.Error(str(e), print_exception=False) from None
+        raise gr.Error(failure_text(e), print_exception=False) from None
 
 
 def validation(names: Sequence[str], err: InputError | None = None) -> list:
