@@ -407,3 +407,25 @@ def test_browser_reload_keeps_prompt_settings_and_gallery(studio_url, browser):
     page.locator("#cf-generate").click()  # and the next result joins it
     expect(page.locator("#cf-gallery img")).to_have_count(2)
     page.context.close()
+
+
+# ---- features: Ctrl+Enter, the step in the tab's title, reuse the last (drawn) seed ----
+
+def test_browser_ctrl_enter_title_progress_and_last_seed(studio_url, browser):
+    import re
+
+    from playwright.sync_api import expect
+
+    page = open_studio(browser, studio_url.local_url)
+    page.locator("#cf-prompt textarea").fill("a red square")
+    page.locator("#cf-seed input").fill("-1")
+    page.locator("#cf-prompt textarea").press("Control+Enter")
+    expect(page).to_have_title(re.compile(r"^running \d+/3000 · clipforge studio$"))
+    page.locator("#cf-stop").click()
+    expect(page.locator("#cf-status")).to_contain_text("stopped at step")
+    expect(page).to_have_title("clipforge studio")
+    drawn = re.search(r"seed (\d+)", page.locator("#cf-gallery").inner_text()).group(1)
+    expect(page.locator("#cf-seed input")).to_have_value("-1")
+    page.locator("#cf-last-seed").click()
+    expect(page.locator("#cf-seed input")).to_have_value(drawn)
+    page.context.close()

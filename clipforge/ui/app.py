@@ -27,7 +27,7 @@ except ImportError as _e:  # pragma: no cover - exercised by a test with gradio 
                       "pip install 'clipforge[ui]'") from _e
 
 from clipforge.errors import UsageError
-from clipforge.ui.controls import CSS, HEADER, control, model_note
+from clipforge.ui.controls import CSS, HEADER, PAGE_JS, control, model_note
 from clipforge.ui.events import REMEMBERED, Events, closed
 from clipforge.ui.handlers import OUTPUTS
 from clipforge.ui.inputs import (ADVANCED_FIELDS, IMAGE_FIELDS, RESTORABLE, TEXT_FIELDS,
@@ -128,6 +128,7 @@ def _layout(studio: Studio, initial: dict[str, Any]) -> dict[str, Any]:
             with gr.Row():
                 place("seed")
                 c["randomize"] = gr.Button("Random seed", size="sm", elem_id="cf-randomize")
+                c["last_seed"] = gr.Button("Last seed", size="sm", elem_id="cf-last-seed")
             place("preview_every")
             with gr.Accordion("Image prompts and init image", open=False):
                 place(*IMAGE_FIELDS)
@@ -176,6 +177,7 @@ def _wire(demo: gr.Blocks, c: dict[str, Any], h: Events) -> None:
     c["cancel"].click(h.cancel, mine, outputs, cancels=[gen_event, resume_event], **private)
     c["timer"].tick(h.queue_place, mine, outputs, show_progress="hidden", **private)
     c["randomize"].click(h.randomize, mine, c["seed"], **private)
+    c["last_seed"].click(h.last_seed, mine, c["seed"], **private)
     c["generator"].change(h.generator_changed, c["generator"],
                           [c["generator"], c["generator_options"]], **private)
     c["restore"].upload(h.restore, [c["restore"], *mine],
@@ -271,6 +273,6 @@ def launch(host: str = "127.0.0.1", port: int = 7860, auth: str | tuple[str, str
                 ssr_mode=False, pwa=False, show_error=False, strict_cors=True,
                 allowed_paths=[] if inside_tmp else [str(studio.output_dir)],
                 prevent_thread_lock=prevent_thread_lock, quiet=quiet, footer_links=["api"],
-                css=CSS, app_kwargs={"middleware": [Middleware(
+                css=CSS, js=PAGE_JS, app_kwargs={"middleware": [Middleware(
                     OwnedCancel, owned=lambda h, e: owns_event(demo, h, e))]})
     return demo

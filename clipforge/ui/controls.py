@@ -24,6 +24,29 @@ from clipforge.ui.session import Studio, bundled_present
 # previews are small images: show them large, with crisp pixels
 CSS = "#cf-preview img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }"
 
+# runs once in the page: Ctrl+Enter (Cmd+Enter) presses Generate; the tab's title carries the
+# progress ("step 12/50 · clipforge studio"), so a run can be followed from another tab
+PAGE_JS = """
+() => {
+  const title = "clipforge studio";
+  document.addEventListener("keydown", (e) => {
+    if ((e.ctrlKey || e.metaKey) && e.key === "Enter") {
+      const b = document.querySelector("#cf-generate");
+      if (b && !b.disabled) { e.preventDefault(); b.click(); }
+    }
+  });
+  setInterval(() => {
+    const s = document.querySelector("#cf-status");
+    const text = s ? s.innerText.trim() : "";
+    const m = text.match(/^(\\w+) · step (\\d+)\\/(\\d+)/);
+    const q = text.match(/^queued: place (\\d+) of (\\d+)/);
+    const t = m ? `${m[1]} ${m[2]}/${m[3]} · ${title}` : q ? `queued ${q[1]}/${q[2]} · ${title}`
+      : title;
+    if (document.title !== t) document.title = t;
+  }, 250);
+}
+"""
+
 LABELS = {
     "prompt": "Prompt", "negative_prompt": "Negative prompt", "clip": "CLIP model(s)",
     "generator": "Generator", "generator_options": "Generator options (JSON)",

@@ -117,6 +117,11 @@ class Events(Handlers):
         """A fresh seed for the seed box."""
         return random_seed() if self._owned(sess, owner, "draw a seed") else gr.skip()
 
+    def last_seed(self, owner: str, sess: Session):
+        """The seed of this session's latest job (a drawn one when the seed was -1)."""
+        ok = self._owned(sess, owner, "reuse the seed") and sess.last_seed is not None
+        return sess.last_seed if ok else gr.skip()
+
     def generator_changed(self, name: str) -> tuple:
         """The help of the generator dropdown and of its options box, for generator ``name``."""
         return gr.update(info=generator_info(name)), gr.update(info=options_info(name))

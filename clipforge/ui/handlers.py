@@ -128,6 +128,7 @@ class Handlers:
                                                                              values))))
         job = self.studio.start_job()
         sess.begin(job)
+        sess.last_seed = cfg.seed
         yield show(plot=plot_update(None), status="loading the model…", message="",
                    gallery=self.gallery(sess), state="running")
         live = guarded(lambda: self.load(cfg))
