@@ -429,3 +429,25 @@ def test_browser_ctrl_enter_title_progress_and_last_seed(studio_url, browser):
     page.locator("#cf-last-seed").click()
     expect(page.locator("#cf-seed input")).to_have_value(drawn)
     page.context.close()
+
+
+def test_browser_prompt_history_brings_a_prompt_back_after_a_reload(studio_url, browser):
+    from playwright.sync_api import expect
+
+    page = open_studio(browser, studio_url.local_url)
+    page.locator("#cf-steps input").fill("1")
+    for prompt in ("a red circle", "a blue square"):
+        page.locator("#cf-prompt textarea").fill(prompt)
+        page.locator("#cf-generate").click()
+        expect(page.locator("#cf-status")).to_contain_text("done · step 1/1")
+        # the page holds it (newest first) before the reload
+        expect(page.locator("#cf-history label").first).to_have_text(prompt)
+    page.reload()
+    wait_idle(page)
+    options = page.locator("#cf-history label")
+    expect(options).to_have_count(2)
+    expect(options.first).to_have_text("a blue square")  # newest first
+    expect(page.locator("#cf-prompt textarea")).to_have_value("a blue square")
+    options.nth(1).click()
+    expect(page.locator("#cf-prompt textarea")).to_have_value("a red circle")
+    page.context.close()

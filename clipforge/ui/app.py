@@ -107,6 +107,8 @@ def _layout(studio: Studio, initial: dict[str, Any]) -> dict[str, Any]:
     with gr.Row():
         with gr.Column(scale=5):
             place(*TEXT_FIELDS)
+            c["history"] = gr.Radio([], value=None, label="Prompt history (newest first; "
+                                    "click one to use it again)", elem_id="cf-history")
             with gr.Row():
                 # enabled once the page holds its owner token (Events.claim)
                 c["generate"] = gr.Button("Generate", variant="primary", interactive=False,
@@ -168,10 +170,11 @@ def _wire(demo: gr.Blocks, c: dict[str, Any], h: Events) -> None:
                                      api_visibility="private", **model)
     mine = [owner, session]
     demo.load(h.opened, [c["saved"], session],
-              [owner, c["generate"], c["saved"], c["gallery"], *(c[n] for n in REMEMBERED)],
-              **private)
+              [owner, c["generate"], c["saved"], c["gallery"], c["history"],
+               *(c[n] for n in REMEMBERED)], **private)
     c["generate"].click(h.remember, [*(c[n] for n in REMEMBERED), c["saved"], *mine],
-                        c["saved"], **private)
+                        [c["saved"], c["history"]], **private)
+    c["history"].input(h.pick_history, c["history"], c["prompt"], **private)
     c["pause"].click(h.pause, mine, [c["pause"]], **private)
     c["stop"].click(h.stop, mine, outputs, **private)
     c["cancel"].click(h.cancel, mine, outputs, cancels=[gen_event, resume_event], **private)

@@ -19,6 +19,7 @@ from clipforge.ui.session import Session, is_client_id, new_client_id
 
 # the settings a reload brings back (kept in the browser's storage at each Generate)
 REMEMBERED = RESTORABLE + ("image_prompt_weight", "preview_every")
+MAX_HISTORY = 20  # prompts kept in the history, newest first
 
 
 def closed(sess: Session | None) -> None:
@@ -57,20 +58,33 @@ class Events(Handlers):
         """
         token = sess.claim()
         if not token:
-            return tuple(gr.skip() for _ in range(4 + len(REMEMBERED)))
+            return tuple(gr.skip() for _ in range(5 + len(REMEMBERED)))
         saved = saved if isinstance(saved, dict) else {}
         client = saved.get("client") if is_client_id(saved.get("client")) else new_client_id()
         sess.adopt(client, self.studio.saved_results(client))
         values = saved.get("values") if isinstance(saved.get("values"), dict) else {}
-        return (token, gr.update(interactive=True), {"client": client, "values": values},
-                self.gallery(sess), *(values.get(n, gr.skip()) for n in REMEMBERED))
+        history = [p for p in saved.get("history") or [] if isinstance(p, str)][:MAX_HISTORY]
+        return (token, gr.update(interactive=True), dict(saved, client=client),
+                self.gallery(sess), gr.update(choices=history, value=None),
+                *(values.get(n, gr.skip()) for n in REMEMBERED))
 
-    def remember(self, *args):
-        """Generate pressed: keep its settings in the browser's storage, for a reload."""
+    def remember(self, *args) -> tuple:
+        """Generate pressed: keep its settings in the browser's storage (for a reload) and its
+        prompt at the top of the prompt history."""
         *values, saved, owner, sess = args
         if sess is None or not sess.owns(owner):
-            return gr.skip()
-        return {"client": sess.client, "values": dict(zip(REMEMBERED, values))}
+            return gr.skip(), gr.skip()
+        values = dict(zip(REMEMBERED, values))
+        old = saved.get("history") if isinstance(saved, dict) else None
+        prompt = values.get("prompt") or ""
+        history = list(dict.fromkeys([prompt] * bool(prompt.strip()) + [
+            p for p in old or [] if isinstance(p, str)]))[:MAX_HISTORY]
+        return ({"client": sess.client, "values": values, "history": history},
+                gr.update(choices=history, value=None))
+
+    def pick_history(self, prompt):
+        """A prompt picked from the history goes back into the prompt box."""
+        return prompt if isinstance(prompt, str) and prompt else gr.skip()
 
     def pause(self, owner: str, sess: Session):
         """Ask ``sess``'s running job to pause at its next step (it writes "paused" itself)."""
