@@ -78,7 +78,8 @@ def test_job_streams_previews_then_png_with_settings(client, app):
     cfg = read_config(png)
     assert (cfg.prompt, cfg.seed, cfg.steps, cfg.width) == ("a red circle:1.5 | blur:-0.5", 7, 6, 32)
     assert "Seed: 7" in read_png_text(png)["parameters"]
-    plot = result[1]
+    plot = result[1]["value"]  # an update: the frame, and the legend's parts (all of them)
+    assert result[1]["colors_in_legend"] == ["total", "a red circle", "blur", "tv"]
     parts = {row[1] for row in plot["data"]}
     assert {"total", "a red circle", "blur", "tv"} <= parts
     assert [row[0] for row in plot["data"] if row[1] == "total"] == [2, 4, 6]
