@@ -262,7 +262,6 @@ class Handlers:
             else:
                 yield self.keep(live, sess, stopped=False, segment=(seg_steps, seg_seconds))
         finally:
-            sess.end(job)
             steps.close()
             if not paused:
                 live.release()

@@ -207,7 +207,6 @@ class Session:
         self.job = 0            # id of this session's latest job; an older one stops
         self.stopped_job = 0    # Stop pressed for jobs up to this id
         self.dropped_reason = ""  # why a paused run was freed (said on Resume)
-        self.running = 0        # id of the job stepping now (0: none)
         self.last_seed: int | None = None  # the seed of the latest job (drawn if it was -1)
         self.owner: str | None = None  # the owner token of the page that claimed this session
         self._lock = threading.Lock()
@@ -245,14 +244,8 @@ class Session:
         """Job ``job`` of this session starts: an older job stops at its next step, requests
         clear."""
         with self._lock:
-            self.job = self.running = job
+            self.job = job
             self.pause_requested.clear()
-
-    def end(self, job: int) -> None:
-        """Job ``job`` stopped stepping (finished, paused, stopped or failed)."""
-        with self._lock:
-            if self.running == job:
-                self.running = 0
 
     def should_stop(self, job: int) -> bool:
         """True when job ``job`` was superseded by a newer job or stopped."""
