@@ -95,10 +95,13 @@ def check_size(name: str, width: int, height: int) -> None:
 def check_options(name: str, options: dict[str, Any]) -> None:
     """Unknown options, and values whose type differs from the option's default, are refused."""
     allowed = generator_options(name)
+    params = inspect.signature(generator_class(name).__init__).parameters
     for key, value in options.items():
         if key not in allowed:
             raise ConfigError("generator_options", f"unknown option {key!r} for generator "
                               f"{name!r}; options: {', '.join(allowed) or 'none'}")
+        if value is None and "None" in str(params[key].annotation):
+            continue  # the constructor takes None here (e.g. vqgan's subfolder)
         expected = _option_kind(allowed[key], value)
         if expected:
             raise ConfigError("generator_options", f"option {key!r} of generator {name!r}: "
