@@ -64,11 +64,31 @@ def browser():
         b.close()
 
 
+_OPEN: list = []  # tabs a test opened; closed after it, pass or fail
+
+
+@pytest.fixture(autouse=True)
+def _close_tabs():
+    """After each test, stop what its tabs still run (a failed test must not leave a job that
+    the next test's job would queue behind), then close them."""
+    yield
+    while _OPEN:
+        pg = _OPEN.pop()
+        try:
+            for button in ("#cf-cancel", "#cf-stop"):
+                if pg.locator(button).is_visible() and pg.locator(button).is_enabled():
+                    pg.locator(button).click()
+            pg.context.close()
+        except Exception:  # the tab already went away
+            pass
+
+
 def open_studio(browser, url: str):
     """A new tab (its own browser context: its own session) showing the studio."""
     from playwright.sync_api import expect
 
     pg = browser.new_context(viewport={"width": 1400, "height": 1100}).new_page()
+    _OPEN.append(pg)
     pg.set_default_timeout(60_000)  # a loaded machine is slow; every wait is on a condition
     pg.goto(url)
     expect(pg.locator("#cf-model-note")).to_be_visible()
@@ -76,11 +96,9 @@ def open_studio(browser, url: str):
     return pg
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def page(browser, studio_url):
-    pg = open_studio(browser, studio_url.local_url)
-    yield pg
-    pg.context.close()
+    return open_studio(browser, studio_url.local_url)
 
 
 def wait_idle(page) -> float:
@@ -212,6 +230,12 @@ def broken_clip_url(tmp_path_factory):
     demo.close()
 
 
+# The page goes idle with the error's own message (no later event is needed): measured 0.15-0.2 s
+# on an idle machine and 1.5 s at a load of 15 on 2 cores, where the browser itself is slow. The
+# limit is far above both and far below the old behaviour (stuck until the next run).
+IDLE_LIMIT = 10.0
+
+
 def _error_then_idle(page, monkeypatch, expected: str) -> float:
     """Press Generate; returns seconds from the server's error to an idle page showing it."""
     from playwright.sync_api import expect
@@ -247,7 +271,7 @@ def test_browser_page_is_idle_with_the_error_after_divergence(studio_url, browse
     page.locator("#cf-steps input").fill("50")
     seconds = _error_then_idle(page, monkeypatch, "optimization diverged at step")
     print(f"divergence: idle {seconds:.3f} s after the error")
-    assert seconds < 1.0
+    assert seconds < IDLE_LIMIT
     page.context.close()
 
 
@@ -257,7 +281,7 @@ def test_browser_page_is_idle_with_the_error_when_the_model_cannot_load(broken_c
     page.locator("#cf-prompt textarea").fill("a red circle")
     seconds = _error_then_idle(page, monkeypatch, "cannot build the model")
     print(f"model load: idle {seconds:.3f} s after the error")
-    assert seconds < 1.0
+    assert seconds < IDLE_LIMIT
     page.context.close()
 
 
@@ -277,7 +301,7 @@ def test_browser_page_is_idle_after_an_unexpected_failure_then_runs_again(studio
     with monkeypatch.context() as m:
         m.setattr(live.LiveRun, "steps", broken_steps)
         seconds = _error_then_idle(page, m, "failed unexpectedly (TypeError)")
-    assert seconds < 1.0
+    assert seconds < IDLE_LIMIT
     expect(page.locator("#cf-message")).not_to_contain_text("not supported")  # no raw message
     page.locator("#cf-generate").click()  # the next job works
     expect(page.locator("#cf-status")).to_contain_text("done · step 3/3")
