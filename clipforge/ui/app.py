@@ -27,7 +27,7 @@ except ImportError as _e:  # pragma: no cover - exercised by a test with gradio 
                       "pip install 'clipforge[ui]'") from _e
 
 from clipforge.errors import UsageError
-from clipforge.ui.controls import CSS, HEADER, PAGE_JS, control, model_note
+from clipforge.ui.controls import CSS, HEADER, PAGE_JS, RUN_BUTTONS, control, model_note
 from clipforge.ui.events import REMEMBERED, Events, closed
 from clipforge.ui.handlers import OUTPUTS
 from clipforge.ui.inputs import (ADVANCED_FIELDS, IMAGE_FIELDS, RESTORABLE, TEXT_FIELDS,
@@ -178,7 +178,8 @@ def _wire(demo: gr.Blocks, c: dict[str, Any], h: Events) -> None:
     c["pause"].click(h.pause, mine, [c["pause"]], **private)
     c["stop"].click(h.stop, mine, outputs, **private)
     c["cancel"].click(h.cancel, mine, outputs, cancels=[gen_event, resume_event], **private)
-    c["timer"].tick(h.queue_place, mine, outputs, show_progress="hidden", **private)
+    c["timer"].tick(h.queue_place, mine, [c["status"], *(c[n] for n in RUN_BUTTONS)],
+                    show_progress="hidden", **private)
     c["randomize"].click(h.randomize, mine, c["seed"], **private)
     c["last_seed"].click(h.last_seed, mine, c["seed"], **private)
     c["generator"].change(h.generator_changed, c["generator"],

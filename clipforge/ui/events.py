@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from clipforge.ui.controls import generator_info, options_info, restore_controls
+from clipforge.ui.controls import (RUN_BUTTONS, generator_info, options_info, page_state,
+                                   restore_controls)
 from clipforge.ui.handlers import Handlers, show
 from clipforge.ui.inputs import RESTORABLE, InputError, random_seed
 from clipforge.ui.session import Session, is_client_id, new_client_id
@@ -116,16 +117,22 @@ class Events(Handlers):
         return show(status="cancelled: the job left the queue", message="", state="idle")
 
     def queue_place(self, owner: str, sess: Session, request: gr.Request) -> tuple:
-        """Ticks: while this page's job waits for the model, "queued: place k of n" and Cancel."""
+        """Ticks: while this page's job waits for the model, "queued: place k of n" and Cancel.
+
+        Returns:
+            updates of the status and the run buttons only (a tick that touched the settings
+            would clear a validation message shown on one of them).
+        """
+        quiet = tuple(gr.skip() for _ in range(1 + len(RUN_BUTTONS)))
         if sess is None or not sess.owns(owner):
-            return show()
+            return quiet
         hashes = self.waiting()
         me = getattr(request, "session_hash", None)
         if me is None or me not in hashes:
-            return show()
+            return quiet
         k, n = hashes.index(me) + 1, len(hashes)
-        return show(status=f"queued: place {k} of {n} · one job uses the model at a time",
-                    message="", state="queued")
+        return (f"queued: place {k} of {n} · one job uses the model at a time",
+                *page_state("queued")[:len(RUN_BUTTONS)])
 
     def randomize(self, owner: str, sess: Session):
         """A fresh seed for the seed box."""
