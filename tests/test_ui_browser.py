@@ -421,6 +421,9 @@ def test_browser_reload_keeps_prompt_settings_and_gallery(studio_url, browser):
     page.locator("#cf-generate").click()
     expect(page.locator("#cf-status")).to_contain_text("done · step 2/2")
     expect(page.locator("#cf-gallery img")).to_have_count(1)
+    # the settings were kept (the history shows the prompt) before the reload
+    expect(page.locator("#cf-history label").first).to_have_text(
+        "a yellow triangle:1.5 | noise:-0.5")
     page.reload()
     wait_idle(page)
     expect(page.locator("#cf-prompt textarea")).to_have_value("a yellow triangle:1.5 | noise:-0.5")

@@ -129,7 +129,14 @@ class Events(Handlers):
         hashes = self.waiting()
         me = getattr(request, "session_hash", None)
         if me is None or me not in hashes:
-            return quiet
+            if sess.queued_before is None:
+                return quiet
+            # this tick said "queued" before: if that job never began, it left the queue (a
+            # tick racing Cancel could otherwise leave a stale "queued" on the page)
+            began, sess.queued_before = sess.job != sess.queued_before, None
+            return quiet if began else ("cancelled: the job left the queue",
+                                        *page_state("idle")[:len(RUN_BUTTONS)])
+        sess.queued_before = sess.job  # the id of the job before the waiting one
         k, n = hashes.index(me) + 1, len(hashes)
         return (f"queued: place {k} of {n} · one job uses the model at a time",
                 *page_state("queued")[:len(RUN_BUTTONS)])

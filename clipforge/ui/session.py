@@ -208,6 +208,7 @@ class Session:
         self.stopped_job = 0    # Stop pressed for jobs up to this id
         self.dropped_reason = ""  # why a paused run was freed (said on Resume)
         self.last_seed: int | None = None  # the seed of the latest job (drawn if it was -1)
+        self.queued_before: int | None = None  # job id when a tick last said "queued"
         self.owner: str | None = None  # the owner token of the page that claimed this session
         self._lock = threading.Lock()
         self._n = 0
