@@ -861,3 +861,22 @@ def test_run_refuses_an_init_image_for_biggan(tiny_models, tiny_clip_dir, tmp_pa
     with pytest.raises(ConfigError, match="'biggan' cannot start from an image") as e:
         Run(cfg)
     assert e.value.field == "init_image"
+
+
+def test_option_values_of_the_wrong_type_are_refused_by_the_one_check():
+    """BAD_INPUTS row 28: a wrong type is named with what the option takes, before any build
+    (it used to reach the generator as `'<' not supported between 'str' and 'int'`)."""
+    from clipforge import registry
+    from clipforge.errors import ConfigError
+
+    for options, message in [({"min_size": "4"}, "'min_size' of generator 'pixel': expected a "
+                                                 "whole number, got '4'"),
+                             ({"min_size": 1.5}, "expected a whole number, got 1.5"),
+                             ({"pyramid": "yes"}, "'pyramid' of generator 'pixel': expected "
+                                                  "true or false"),
+                             ({"init_std": float("nan")}, "expected a finite number"),
+                             ({"init_std": None}, "expected a finite number, got None")]:
+        with pytest.raises(ConfigError, match=message):
+            registry.check_generator("pixel", 32, 32, options)
+    registry.check_generator("pixel", 32, 32, {"min_size": 8, "init_std": 0})  # int for float
+    registry.check_generator("vqgan", 32, 32, {"subfolder": None})  # annotated `str | None`

@@ -78,7 +78,8 @@ def test_job_streams_previews_then_png_with_settings(client, app):
     cfg = read_config(png)
     assert (cfg.prompt, cfg.seed, cfg.steps, cfg.width) == ("a red circle:1.5 | blur:-0.5", 7, 6, 32)
     assert "Seed: 7" in read_png_text(png)["parameters"]
-    plot = result[1]
+    plot = result[1]["value"]  # an update: the frame, and the legend's parts (all of them)
+    assert result[1]["colors_in_legend"] == ["total", "a red circle", "blur", "tv"]
     parts = {row[1] for row in plot["data"]}
     assert {"total", "a red circle", "blur", "tv"} <= parts
     assert [row[0] for row in plot["data"] if row[1] == "total"] == [2, 4, 6]
@@ -135,7 +136,15 @@ BAD = [  # (row of BAD_INPUTS.md, arguments, the field the message names)
     (3, {"prompt": "a\x00b"}, "prompt: contains a NUL"),
     (5, {"width": 0}, "width: 0 is out of range"),
     (5, {"height": 33.5}, "height: expected a whole number"),
-    (5, {"width": 4000}, "width: 4000 is larger than this studio allows"),
+    (5, {"width": 4000}, "width: 4000 is more than this studio allows; allowed: 8..1024"),
+    (5, {"width": 5000}, "width: 5000 is more than this studio allows; allowed: 8..1024"),
+    # the studio's limits hold for API calls (BAD_INPUTS row 32), quoted as the studio's
+    (32, {"prompt": "x" * 2_000_000}, "prompt: 2,000,000 characters; the studio accepts at "
+                                      "most 20,000"),
+    (32, {"height": 1025}, "height: 1025 is more than this studio allows; allowed: 8..1024"),
+    (32, {"steps": 10001}, "steps: 10001 is more than this studio allows; allowed: 0..10000"),
+    (32, {"steps": 100001}, "steps: 100001 is more than this studio allows; allowed: 0..10000"),
+    (32, {"cutn": 256}, "cutn: 256 is more than this studio allows; allowed: 1..64"),
     (6, {"steps": 3.5}, "steps: expected a whole number"),
     (6, {"steps": -1}, "steps: -1 is out of range"),
     (7, {"lr": 0}, "lr: 0.0 is out of range"),
@@ -143,6 +152,8 @@ BAD = [  # (row of BAD_INPUTS.md, arguments, the field the message names)
     (8, {"seed": 2**64}, "seed: 18446744073709551616 is out of range"),
     (8, {"seed": "abc"}, "seed: expected a whole number"),
     (9, {"generator_options": '{"nope": 1}'}, "generator_options: unknown option 'nope'"),
+    (28, {"generator_options": '{"min_size": "4"}'},  # not "'<' not supported between ..."
+     "generator_options: option 'min_size' of generator 'pixel': expected a whole number"),
     (9, {"clip": ["/etc"]}, "clip: '/etc' is not offered"),
     (9, {"generator": "vae", "generator_options": '{"model": "/etc"}'},
      "generator_options: model='/etc' names a file"),
@@ -273,27 +284,37 @@ def test_only_generate_is_public_and_files_outside_allowed_paths_are_refused(cli
         assert httpx.get(base + prefix + str(result_png)).status_code in (403, 404)
 
 
-def test_private_events_sent_over_raw_http_touch_only_the_senders_session(client, app):
+def test_a_job_is_controlled_only_by_its_owner_over_raw_http(client, app):
     """"private" hides an event from the API page and refuses it in gradio's clients (above),
-    but the page itself calls these events over HTTP, so anyone can send them. They act on the
-    sender's own (fresh) session: another session's job keeps running."""
+    but the page calls these events over HTTP, so anyone can send them, naming any session.
+    Knowing the job's session hash is not enough: pause, stop, resume and cancel need what only
+    the owner has (the page's owner token; the queue's event id). BAD_INPUTS row 33."""
     import httpx
-
     job = client.submit(api_name="/generate", **args(steps=5000, preview_every=1))
+    victim = client.session_hash
     try:
         assert wait_for(lambda: len(job.outputs()) >= 2)
         base = app.local_url.rstrip("/")
-        for name in ("pause", "stop"):
-            fn = next(f for f in app.fns.values() if f.name == name)
-            r = httpx.post(f"{base}/gradio_api/run/{fn.api_name}", json={"data": [None]})
-            assert r.status_code == 200, (name, r.text)
-        r = httpx.post(f"{base}/gradio_api/run/{fn.api_name}", json={"data": [None]})
-        assert r.json()["data"][0] == "stopped"  # it ran, on a session of its own
+        by_name = {f.name: f for f in app.fns.values()}
+        for name in ("pause", "stop", "cancel", "resume", "randomize"):
+            fn = by_name[name]
+            n_inputs = len(fn.inputs)
+            for token in ("", "guessed-token", None):
+                body = {"data": [None] * (n_inputs - 2) + [token, None], "session_hash": victim,
+                        "fn_index": fn._id}
+                r = httpx.post(f"{base}/gradio_api/run/{fn.api_name}", json=body)
+                if name == "resume":  # gradio runs its validator first: refused there
+                    assert r.status_code != 200 or "refused" in r.text, (name, r.text)
+        gen_index = by_name["generate"]._id
+        r = httpx.post(f"{base}/gradio_api/cancel", json={"session_hash": victim,
+                                                          "fn_index": gen_index,
+                                                          "event_id": "guessed"})
+        assert r.status_code == 403, r.text
         seen = len(job.outputs())
         assert wait_for(lambda: len(job.outputs()) >= seen + 3)  # the job goes on streaming
-        assert not job.done() and "running · step" in job.outputs()[-1][2]
+        assert not job.done() and "running · step" in job.outputs()[-1][2]  # not paused
     finally:
-        job.cancel()
+        job.cancel()  # the owner's cancel (with its event id) still works
     assert wait_for(job.done, timeout=20)
 
 
@@ -527,12 +548,26 @@ def test_controls_take_defaults_and_ranges_from_runconfig(tiny_clip_dir):
     for name in ("width", "steps", "lr", "cutn", "seed", "tv_weight"):
         assert by_id[f"cf-{name}"].value == defaults[name]
     assert "Allowed: > 0" in by_id["cf-lr"].info
+    # the studio's own limits, not the engine's 4096 px / 100000 steps (defect 10)
+    assert "Allowed: 8..1024 in this studio" in by_id["cf-width"].info
+    assert "Allowed: 0..10000 in this studio" in by_id["cf-steps"].info
+    assert "Allowed: 1..64 in this studio" in by_id["cf-cutn"].info
+    assert not any(n in by_id[f"cf-{k}"].info for n in ("4096", "100000")
+                   for k in ("width", "height", "steps"))
     assert by_id["cf-optimizer"].choices == [(c, c) for c in ("adam", "adamw")]
     from clipforge.ui.inputs import NOT_IN_UI, UI_FIELDS
 
     config_fields = {f.name for f in dataclasses.fields(RunConfig)}
     assert config_fields <= set(UI_FIELDS) | set(NOT_IN_UI)  # a new setting must be placed
     assert all(f"cf-{name}" in by_id for name in UI_FIELDS)
+
+
+def test_pause_is_not_offered_to_a_run_that_cannot_pause():
+    from clipforge.ui.controls import STATE_OUTPUTS, page_state
+
+    pause = STATE_OUTPUTS.index("pause")
+    assert page_state("running", resumable=True)[pause]["interactive"] is True
+    assert page_state("running", resumable=False)[pause]["interactive"] is False  # diffusion
 
 
 def test_auth_parsing_and_safe_launch_defaults():
@@ -549,8 +584,8 @@ def test_auth_parsing_and_safe_launch_defaults():
     assert params["host"].default == "127.0.0.1" and params["share"].default is False
 
 
-def test_clipforge_ui_command_in_process(tiny_clip_dir, monkeypatch):
-    """`clipforge ui --host 127.0.0.1 --port P --auth artist:secret` through the CLI's code;
+def test_clipforge_ui_command_in_process(tiny_clip_dir, monkeypatch, tmp_path):
+    """`clipforge ui --host 127.0.0.1 --port P --auth artist:secret --outdir D` through the CLI's code;
     only the blocking wait is removed, so the test can talk to the server it starts."""
     import httpx
     from typer.testing import CliRunner
@@ -568,8 +603,9 @@ def test_clipforge_ui_command_in_process(tiny_clip_dir, monkeypatch):
 
     monkeypatch.setattr(ui_app, "launch", launch)
     port = free_port()
+    outdir = tmp_path / "results"
     result = CliRunner().invoke(cli.app, ["ui", "--host", "127.0.0.1", "--port", str(port),
-                                          "--auth", "artist:secret"])
+                                          "--auth", "artist:secret", "--outdir", str(outdir)])
     assert result.exit_code == 0, result.output
     demo = started[0]
     try:
@@ -581,6 +617,7 @@ def test_clipforge_ui_command_in_process(tiny_clip_dir, monkeypatch):
         assert "/generate" in client.view_api(print_info=False, return_format="dict")[
             "named_endpoints"]
         assert "shapes" in demo.clipforge_studio.default_clip  # the bundled offline default
+        assert demo.clipforge_studio.output_dir == outdir and outdir.is_dir()
     finally:
         demo.close()
 
@@ -624,3 +661,30 @@ def test_import_clipforge_does_not_import_gradio_and_missing_gradio_says_what_to
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert "pip install 'clipforge[ui]'" in out.stdout
+
+
+def test_offline_hub_model_fails_fast_in_studio_terms(client, app, monkeypatch):
+    """An open_clip ARCH:TAG on a machine without the hub: the job fails within seconds (not
+    ~30 s of retries), saying what to do in the studio, not which CLI flag to pass (row 34)."""
+    import huggingface_hub.constants as hub_constants
+
+    from clipforge import offline
+
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: refused at once
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)      # restored afterwards
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", hub_constants.HF_HUB_OFFLINE)
+    monkeypatch.setenv("HF_HOME", str(app.clipforge_studio.output_dir / "empty-hf-home"))
+    offline.forget()
+    try:
+        t0 = time.perf_counter()
+        with pytest.raises(AppError) as err:
+            client.predict(api_name="/generate", **args(clip=["ViT-B-32:laion2b_s34b_b79k"],
+                                                        steps=1))
+        seconds = time.perf_counter() - t0
+    finally:
+        offline.forget()
+    message = str(err.value)
+    assert "cannot reach the model hub" in message and "127.0.0.1 cannot be reached" in message
+    assert "offered CLIP models" in message and "--clip" not in message
+    print(f"offline failure after {seconds:.1f} s")
+    assert seconds < 15, seconds

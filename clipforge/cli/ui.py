@@ -13,6 +13,9 @@ from clipforge.errors import UsageError
 def ui(host: str = typer.Option("127.0.0.1", help="Address to bind (0.0.0.0 exposes it)."),
        port: int = typer.Option(7860, help="Port."),
        auth: Optional[str] = typer.Option(None, help="Require login: USER:PASSWORD."),
+       outdir: Optional[str] = typer.Option(
+           None, help="Folder for the studio's result PNGs (a reload reads its gallery back "
+                      "from here; a new temporary folder by default)."),
        quiet: bool = quiet_option()) -> None:
     """Launch the Gradio studio in the browser."""
     with exits():
@@ -21,7 +24,7 @@ def ui(host: str = typer.Option("127.0.0.1", help="Address to bind (0.0.0.0 expo
         except ImportError as e:
             raise UsageError(f"the studio needs gradio ({e}); run: pip install "
                              "'clipforge[ui]'") from None
-        launch(host=host, port=port, auth=auth, quiet=quiet)
+        launch(host=host, port=port, auth=auth, quiet=quiet, output_dir=outdir)
 
 
 def register(app: typer.Typer) -> None:

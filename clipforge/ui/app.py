@@ -3,14 +3,16 @@
 ``clipforge ui`` calls :func:`launch`. The page drives the same Run as the CLI
 (:class:`clipforge.runner.Run`): it streams previews, a loss plot and progress; Stop cancels and
 frees the run; Pause keeps the optimizer and lets you edit prompts, weights and learning rate
-before Resume. What the events do is :class:`~clipforge.ui.handlers.Handlers`; the widgets are
+before Resume. What the events do is :class:`~clipforge.ui.events.Events`; the widgets are
 :mod:`clipforge.ui.controls`; the checks are :mod:`clipforge.ui.inputs`.
 
 Sharing one GPU: every event that touches the model shares one concurrency id with limit 1,
 the queue has a maximum size, input is checked by a validator *before* a job is queued, and
 per-session state lives in a ``gr.State`` (:mod:`clipforge.ui.session`). The other events are
-``api_visibility="private"``: hidden from the API page and refused by gradio's clients (the page
-itself still calls them, each on its own session only).
+``api_visibility="private"``: hidden from the API page and refused by gradio's clients; the page
+itself still calls them, so each carries the page's owner token and does nothing without it
+(:mod:`clipforge.ui.events`), and gradio's ``/cancel`` answers only a job's owner
+(:mod:`clipforge.ui.guard`).
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ except ImportError as _e:  # pragma: no cover - exercised by a test with gradio 
                       "pip install 'clipforge[ui]'") from _e
 
 from clipforge.errors import UsageError
-from clipforge.ui.controls import CSS, HEADER, control, model_note
-from clipforge.ui.handlers import BUTTONS, OUTPUTS, Handlers, closed
+from clipforge.ui.controls import CSS, HEADER, PAGE_JS, RUN_BUTTONS, control, model_note
+from clipforge.ui.events import REMEMBERED, Events, closed
+from clipforge.ui.handlers import OUTPUTS
 from clipforge.ui.inputs import (ADVANCED_FIELDS, IMAGE_FIELDS, RESTORABLE, TEXT_FIELDS,
                                  UI_FIELDS, ui_defaults)
 from clipforge.ui.session import Session, Studio
@@ -37,7 +40,7 @@ CONCURRENCY_ID = "clipforge-model"  # every event that touches the model shares 
 def build_demo(*, default_clip: str | Sequence[str] = "shapes",
                clip_choices: Sequence[str] | None = None, device: str = "auto",
                max_queue: int = 16, max_side: int = 1024, max_steps: int = 10_000,
-               output_dir: str | None = None, overrides: dict[str, Any] | None = None,
+               max_cutn: int = 64, output_dir: str | None = None, overrides: dict[str, Any] | None = None,
                studio: Studio | None = None) -> gr.Blocks:
     """Build the studio page (queue configured; not launched).
 
@@ -49,6 +52,7 @@ def build_demo(*, default_clip: str | Sequence[str] = "shapes",
         max_queue: jobs that may wait in the queue; more get "queue is full".
         max_side: largest width/height a user may ask for.
         max_steps: most steps per run.
+        max_cutn: most cutouts per step.
         output_dir: where result PNGs go (a temporary folder by default).
         overrides: initial control values instead of RunConfig's defaults, e.g. ``{"width": 64}``.
         studio: an existing :class:`Studio` (shares its model cache); built from the above if None.
@@ -58,20 +62,41 @@ def build_demo(*, default_clip: str | Sequence[str] = "shapes",
     """
     studio = studio or Studio(default_clip=default_clip, clip_choices=clip_choices,
                               device=device, max_side=max_side, max_steps=max_steps,
-                              output_dir=output_dir)
+                              max_cutn=max_cutn, output_dir=output_dir)
     initial = ui_defaults({"clip": tuple(studio.default_clip), **(overrides or {})})
     with gr.Blocks(title="clipforge studio", analytics_enabled=False,
                    delete_cache=(3600, 3600)) as demo:
         page = _layout(studio, initial)
-        _wire(page, Handlers(studio))
+        _wire(demo, page, Events(studio, waiting=lambda: waiting(demo)))
     demo.queue(default_concurrency_limit=1, max_size=max_queue)
     demo.clipforge_studio = studio
     return demo
 
 
+def waiting(demo: gr.Blocks) -> list[str]:
+    """Session hashes of the jobs waiting for the model, first in line first."""
+    queue = getattr(demo, "_queue", None)
+    line = queue.event_queue_per_concurrency_id.get(CONCURRENCY_ID) if queue else None
+    return [e.session_hash for e in (line.queue if line else []) if e.session_hash]
+
+
+def owns_event(demo: gr.Blocks, session_hash: str, event_id: str) -> bool:
+    """True when ``event_id`` is a queued or running event of ``session_hash`` (gradio hands an
+    event's id only to whoever queued it)."""
+    queue = getattr(demo, "_queue", None)
+    if queue is None:
+        return False
+    event = queue.event_ids_to_events.get(event_id)
+    return (event is not None and event.session_hash == session_hash) or \
+        event_id in queue.pending_event_ids_session.get(session_hash, ())
+
+
 def _layout(studio: Studio, initial: dict[str, Any]) -> dict[str, Any]:
     """Place every component; returns them by name (settings by their field name)."""
-    c: dict[str, Any] = {"session": gr.State(Session(), delete_callback=closed)}
+    c: dict[str, Any] = {"session": gr.State(Session(), delete_callback=closed),
+                         "owner": gr.Textbox(visible=False, elem_id="cf-owner"),
+                         "timer": gr.Timer(1.0),
+                         "saved": gr.BrowserState({}, storage_key="clipforge-studio")}
     gr.Markdown(HEADER)
     gr.Markdown(model_note(studio), elem_id="cf-model-note")
 
@@ -82,13 +107,20 @@ def _layout(studio: Studio, initial: dict[str, Any]) -> dict[str, Any]:
     with gr.Row():
         with gr.Column(scale=5):
             place(*TEXT_FIELDS)
+            c["history"] = gr.Radio([], value=None, label="Prompt history (newest first; "
+                                    "click one to use it again)", elem_id="cf-history")
             with gr.Row():
-                c["generate"] = gr.Button("Generate", variant="primary", elem_id="cf-generate")
+                # enabled once the page holds its owner token (Events.claim)
+                c["generate"] = gr.Button("Generate", variant="primary", interactive=False,
+                                          elem_id="cf-generate")
                 c["pause"] = gr.Button("Pause", interactive=False, elem_id="cf-pause")
                 c["resume"] = gr.Button("Resume", visible=False, variant="primary",
                                         elem_id="cf-resume")
                 c["stop"] = gr.Button("Stop", variant="stop", interactive=False,
                                       elem_id="cf-stop")
+                c["cancel"] = gr.Button("Cancel", variant="stop", visible=False,
+                                        elem_id="cf-cancel")
+            c["message"] = gr.Markdown("", elem_id="cf-message")
             with gr.Row():
                 place("clip", "generator")
             place("generator_options")
@@ -98,6 +130,7 @@ def _layout(studio: Studio, initial: dict[str, Any]) -> dict[str, Any]:
             with gr.Row():
                 place("seed")
                 c["randomize"] = gr.Button("Random seed", size="sm", elem_id="cf-randomize")
+                c["last_seed"] = gr.Button("Last seed", size="sm", elem_id="cf-last-seed")
             place("preview_every")
             with gr.Accordion("Image prompts and init image", open=False):
                 place(*IMAGE_FIELDS)
@@ -113,39 +146,46 @@ def _layout(studio: Studio, initial: dict[str, Any]) -> dict[str, Any]:
                                     height=220, elem_id="cf-plot")
             c["download"] = gr.File(label="Result PNG (settings embedded)", interactive=False,
                                     elem_id="cf-download")
-            c["gallery"] = gr.Gallery(label="This session's results", columns=4, height=220,
-                                      elem_id="cf-gallery")
-    missing = set(UI_FIELDS) - set(c)
+            c["gallery"] = gr.Gallery(label=f"Your results (saved in {studio.output_dir})",
+                                      columns=4, height=220, elem_id="cf-gallery")
+    missing = (set(UI_FIELDS) | set(OUTPUTS)) - set(c)
     assert not missing, sorted(missing)
     return c
 
 
-def _wire(c: dict[str, Any], h: Handlers) -> None:
+def _wire(demo: gr.Blocks, c: dict[str, Any], h: Events) -> None:
     """Connect the buttons to the handlers: Generate is the one public endpoint."""
-    session, outputs = c["session"], [c[n] for n in OUTPUTS]
-    buttons = [c[n] for n in BUTTONS]
+    session, owner, outputs = c["session"], c["owner"], [c[n] for n in OUTPUTS]
     model = dict(concurrency_id=CONCURRENCY_ID, concurrency_limit=1, trigger_mode="once",
                  show_progress="minimal", show_progress_on=[c["preview"]])
     private = dict(queue=False, api_visibility="private")
-    api_names = [*UI_FIELDS, "session"]
+    api_names = [*UI_FIELDS, "owner", "session"]
     gen_event = c["generate"].click(
-        _named(h.generate, api_names), [*(c[n] for n in UI_FIELDS), session], outputs,
+        _named(h.generate, api_names), [*(c[n] for n in UI_FIELDS), owner, session], outputs,
         validator=_named(h.validate, api_names), api_name="generate",
         api_description="Run one generation; streams previews, loss plot and progress, "
-                        "then the result PNG (settings embedded).", **model)
-    gen_event.then(h.settle, [session], buttons, **private)
-    steer = [c["prompt"], c["negative_prompt"], c["lr"], c["preview_every"], session]
+                        "then the result PNG (settings embedded). Leave owner empty.", **model)
+    steer = [c["prompt"], c["negative_prompt"], c["lr"], c["preview_every"], owner, session]
     resume_event = c["resume"].click(h.resume, steer, outputs, validator=h.validate_steer,
                                      api_visibility="private", **model)
-    resume_event.then(h.settle, [session], buttons, **private)
-    c["pause"].click(h.pause, [session], [c["pause"]], **private)
-    c["stop"].click(h.stop, [session], [c["status"], *buttons],
-                    cancels=[gen_event, resume_event], **private)
-    c["randomize"].click(h.randomize, None, c["seed"], **private)
+    mine = [owner, session]
+    demo.load(h.opened, [c["saved"], session],
+              [owner, c["generate"], c["saved"], c["gallery"], c["history"],
+               *(c[n] for n in REMEMBERED)], **private)
+    c["generate"].click(h.remember, [*(c[n] for n in REMEMBERED), c["saved"], *mine],
+                        [c["saved"], c["history"]], **private)
+    c["history"].input(h.pick_history, c["history"], c["prompt"], **private)
+    c["pause"].click(h.pause, mine, [c["pause"]], **private)
+    c["stop"].click(h.stop, mine, outputs, **private)
+    c["cancel"].click(h.cancel, mine, outputs, cancels=[gen_event, resume_event], **private)
+    c["timer"].tick(h.queue_place, mine, [c["status"], *(c[n] for n in RUN_BUTTONS)],
+                    show_progress="hidden", **private)
+    c["randomize"].click(h.randomize, mine, c["seed"], **private)
+    c["last_seed"].click(h.last_seed, mine, c["seed"], **private)
     c["generator"].change(h.generator_changed, c["generator"],
                           [c["generator"], c["generator_options"]], **private)
-    c["restore"].upload(h.restore, c["restore"], [c[n] for n in RESTORABLE] + [c["status"]],
-                        **private)
+    c["restore"].upload(h.restore, [c["restore"], *mine],
+                        [c[n] for n in RESTORABLE] + [c["status"]], **private)
 
 
 def _named(method, names: Sequence[str]):
@@ -157,8 +197,12 @@ def _named(method, names: Sequence[str]):
         def call(*args):
             return method(*args)
     call.__name__ = method.__name__
+    # the owner token (and the session after it) are optional: API clients send none
+    optional = list(names).index("owner") if "owner" in names else len(names)
     call.__signature__ = inspect.Signature(
-        [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names])
+        [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                           **({"default": None} if i >= optional else {}))
+         for i, n in enumerate(names)])
     return call
 
 
@@ -182,7 +226,8 @@ def parse_auth(auth: str | tuple[str, str] | None) -> tuple[str, str] | None:
 def launch(host: str = "127.0.0.1", port: int = 7860, auth: str | tuple[str, str] | None = None,
            share: bool = False, max_queue: int = 16, *, default_clip: str | Sequence[str] = "shapes",
            clip_choices: Sequence[str] | None = None, device: str = "auto",
-           max_side: int = 1024, max_steps: int = 10_000, output_dir: str | None = None,
+           max_side: int = 1024, max_steps: int = 10_000, max_cutn: int = 64,
+           output_dir: str | None = None,
            max_file_size: str | int = "10mb", overrides: dict[str, Any] | None = None,
            prevent_thread_lock: bool = False, quiet: bool = False) -> gr.Blocks:
     """Serve the studio (``clipforge ui``) with safe defaults.
@@ -201,7 +246,8 @@ def launch(host: str = "127.0.0.1", port: int = 7860, auth: str | tuple[str, str
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``.
         max_side: largest width/height a user may ask for.
         max_steps: most steps per run.
-        output_dir: where result PNGs are written.
+        max_cutn: most cutouts per step.
+        output_dir: where result PNGs are written (its path is shown on the page).
         max_file_size: largest upload (``"10mb"``).
         overrides: initial control values instead of RunConfig's defaults.
         prevent_thread_lock: return at once (the server runs in a thread), for tests/notebooks.
@@ -213,9 +259,14 @@ def launch(host: str = "127.0.0.1", port: int = 7860, auth: str | tuple[str, str
     import tempfile
     from pathlib import Path
 
+    from starlette.middleware import Middleware
+
+    from clipforge.ui.guard import OwnedCancel
+
     credentials = parse_auth(auth)  # a bad login is refused before anything is built
     demo = build_demo(default_clip=default_clip, clip_choices=clip_choices, device=device,
                       max_queue=max_queue, max_side=max_side, max_steps=max_steps,
+                      max_cutn=max_cutn,
                       output_dir=output_dir, overrides=overrides)
     studio: Studio = demo.clipforge_studio
     # result PNGs are handed to gradio, which copies them into its cache; a folder outside the
@@ -226,5 +277,6 @@ def launch(host: str = "127.0.0.1", port: int = 7860, auth: str | tuple[str, str
                 ssr_mode=False, pwa=False, show_error=False, strict_cors=True,
                 allowed_paths=[] if inside_tmp else [str(studio.output_dir)],
                 prevent_thread_lock=prevent_thread_lock, quiet=quiet, footer_links=["api"],
-                css=CSS)
+                css=CSS, js=PAGE_JS, app_kwargs={"middleware": [Middleware(
+                    OwnedCancel, owned=lambda h, e: owns_event(demo, h, e))]})
     return demo

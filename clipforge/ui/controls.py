@@ -5,7 +5,7 @@ A control's help text, allowed range and choices come from the field's metadata
 page-only controls (uploads, the image prompt weight, the preview interval) are written here.
 Number boxes carry no minimum or maximum: an out-of-range value reaches the validator, which
 names the setting and the allowed range instead of gradio's generic error. Also here: the
-states of the four run buttons, and control values restored from a dropped clipforge PNG.
+states of the run buttons (and the settings locked while paused), and control values restored from a dropped clipforge PNG.
 """
 
 from __future__ import annotations
@@ -18,11 +18,34 @@ import gradio as gr
 from clipforge.config import FIELDS, field_help
 from clipforge.errors import ConfigError, UsageError
 from clipforge.fields import range_text
-from clipforge.ui.inputs import MAX_PREVIEW_EVERY, UI_MAX_PROMPT_CHARS, upload_path
+from clipforge.ui.inputs import MAX_PREVIEW_EVERY, studio_limits, upload_path
 from clipforge.ui.session import Studio, bundled_present
 
 # previews are small images: show them large, with crisp pixels
 CSS = "#cf-preview img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }"
+
+# runs once in the page: Ctrl+Enter (Cmd+Enter) presses Generate; the tab's title carries the
+# progress ("step 12/50 · clipforge studio"), so a run can be followed from another tab
+PAGE_JS = """
+() => {
+  const title = "clipforge studio";
+  document.addEventListener("keydown", (e) => {
+    if ((e.ctrlKey || e.metaKey) && e.key === "Enter") {
+      const b = document.querySelector("#cf-generate");
+      if (b && !b.disabled) { e.preventDefault(); b.click(); }
+    }
+  });
+  setInterval(() => {
+    const s = document.querySelector("#cf-status");
+    const text = s ? s.innerText.trim() : "";
+    const m = text.match(/^(\\w+) · step (\\d+)\\/(\\d+)/);
+    const q = text.match(/^queued: place (\\d+) of (\\d+)/);
+    const t = m ? `${m[1]} ${m[2]}/${m[3]} · ${title}` : q ? `queued ${q[1]}/${q[2]} · ${title}`
+      : title;
+    if (document.title !== t) document.title = t;
+  }, 250);
+}
+"""
 
 LABELS = {
     "prompt": "Prompt", "negative_prompt": "Negative prompt", "clip": "CLIP model(s)",
@@ -73,8 +96,8 @@ def control(name: str, initial: dict[str, Any], studio: Studio) -> gr.components
     value = initial.get(name)
     label, help_, elem_id = LABELS.get(name, name), field_help().get(name, ""), f"cf-{name}"
     if name in ("prompt", "negative_prompt"):
-        return gr.Textbox(value=value, label=label, info=help_, lines=2,
-                          max_length=UI_MAX_PROMPT_CHARS, elem_id=elem_id,
+        # no max_length: the browser would cut a long paste silently; the validator refuses it
+        return gr.Textbox(value=value, label=label, info=help_, lines=2, elem_id=elem_id,
                           placeholder="a red circle on a blue background:1.5 | blurry:-0.5"
                           if name == "prompt" else "")
     if name == "clip":
@@ -107,13 +130,27 @@ def control(name: str, initial: dict[str, Any], studio: Studio) -> gr.components
                            elem_id=elem_id)
     if isinstance(FIELDS[name].default, bool):
         return gr.Checkbox(value=value, label=label, info=help_, elem_id=elem_id)
-    allowed = range_text(meta)
+    here = studio_limits(studio).get(name)
+    allowed = f"{here[0]}..{here[1]} in this studio" if here else range_text(meta)
     info = help_ + (f" Allowed: {allowed}." if allowed else "")
-    if name in ("width", "height"):
-        info += f" This studio allows up to {studio.max_side}."
-    if name == "steps":
-        info += f" This studio allows up to {studio.max_steps}."
     return gr.Number(value=value, label=label, info=info, elem_id=elem_id)
+
+
+PLOT_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+               "#7f7f7f", "#bcbd22", "#17becf")
+
+
+def plot_update(frame):
+    """The loss plot's update for ``frame`` (step, part, loss), with a colour for every part.
+
+    The plot keeps the series it first drew unless its ``color_map`` changes, so naming every
+    part (in order of appearance) makes the parts a steered prompt adds appear after Resume.
+    """
+    if frame is None:
+        return gr.update(value=None)
+    parts = list(dict.fromkeys(frame["part"]))
+    return gr.update(value=frame, colors_in_legend=parts,
+                     color_map={p: PLOT_COLORS[i % len(PLOT_COLORS)] for i, p in enumerate(parts)})
 
 
 def generator_info(name: str) -> str:
@@ -135,17 +172,37 @@ def options_info(name: str) -> str:
     return "Options and defaults: " + (json.dumps(opts, default=str) if opts else "none")
 
 
-def buttons(state: str) -> tuple:
-    """Updates of the Generate, Pause, Resume and Stop buttons for a page in ``state``.
+# what a page state updates, in this order: the five run buttons, then the settings that
+# cannot change while a run is paused (the steerable ones are the prompts, lr, preview interval)
+RUN_BUTTONS = ("generate", "pause", "resume", "stop", "cancel")
+LOCKED_WHILE_PAUSED = ("clip", "generator", "generator_options", "width", "height", "steps",
+                       "cutn", "seed", "init_image", "init_weight", "image_prompts",
+                       "image_prompt_weight", "optimizer", "schedule", "warmup_steps", "cut_pow",
+                       "augment", "tv_weight", "range_weight")
+STATE_OUTPUTS = RUN_BUTTONS + LOCKED_WHILE_PAUSED
+PAGE_STATES = ("idle", "queued", "running", "paused")
+
+
+def page_state(state: str, resumable: bool = True) -> tuple:
+    """Updates of :data:`STATE_OUTPUTS` for a page in ``state``.
+
+    Generate is off unless idle (a paused run is Resumed or Stopped first, never dropped
+    silently); Pause is offered only to runs that can pause (not diffusion); Cancel shows while
+    the job waits in the queue; the settings a paused run cannot change are locked.
 
     Args:
-        state: ``idle``, ``running`` or ``paused``.
+        state: one of :data:`PAGE_STATES`.
+        resumable: the running job can pause.
     """
-    running, paused = state == "running", state == "paused"
-    return (gr.update(interactive=not running),
-            gr.update(interactive=running, visible=not paused),
+    assert state in PAGE_STATES, state
+    running, paused, queued = state == "running", state == "paused", state == "queued"
+    locked = gr.update(interactive=not paused)
+    return (gr.update(interactive=state == "idle"),
+            gr.update(interactive=running and resumable, visible=not paused),
             gr.update(visible=paused, interactive=paused),
-            gr.update(interactive=running or paused))
+            gr.update(interactive=running or paused, visible=not queued),
+            gr.update(visible=queued, interactive=queued),
+            *(locked for _ in LOCKED_WHILE_PAUSED))
 
 
 def restore_controls(file, names: Sequence[str]) -> list[Any]:

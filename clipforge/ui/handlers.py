@@ -1,44 +1,70 @@
-"""What the studio's buttons do: one :class:`Handlers` object whose methods are the page's events.
+"""What Generate and Resume do: check, load and stream a run (:class:`Handlers`).
 
 Generate and Resume are checked by a validator *before* they take a queue slot
 (:meth:`Handlers.validate`, :meth:`Handlers.validate_steer`), then load the run under the
 studio's step lock and stream it (:meth:`Handlers.drive`): previews, the loss plot and the
-progress line, until it ends, is paused (kept for Resume) or is stopped (released). The small
-events (pause, stop, settle the buttons, restore settings from a PNG, draw a seed) are methods
-too. Every streamed update is a tuple in the order of :data:`OUTPUTS`.
+progress line, until it ends (saved to the gallery), is paused (kept for Resume) or is stopped
+(its last image saved as a partial result). Every streamed update is a tuple in the order of
+:data:`OUTPUTS`. The small events (pause, stop, cancel, the queue place, ...) are
+:class:`clipforge.ui.events.Events`, a subclass.
 
-Errors: clipforge's bad-input and run errors (:class:`~clipforge.errors.UsageError`,
-:class:`~clipforge.errors.RunError`) become a ``gr.Error`` with their message (:func:`guarded`).
+Errors: whatever ends a job (bad input, a model that cannot load, divergence, out of memory, a
+bug) first sends an idle page with the error next to the buttons, then is raised as a
+``gr.Error`` (:meth:`Handlers.recovering`), so the page is never left "running".
 """
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
-from typing import Sequence
+from typing import Any, Sequence
 
 import gradio as gr
 
 from clipforge.errors import RunError, UsageError
-from clipforge.ui.controls import buttons, generator_info, options_info, restore_controls
-from clipforge.ui.inputs import RESTORABLE, UI_FIELDS, InputError, random_seed
+from clipforge.ui.controls import STATE_OUTPUTS, page_state, plot_update
+from clipforge.ui.inputs import UI_FIELDS, InputError
 from clipforge.ui.live import LiveRun, Result, loss_frame, progress_text
 from clipforge.ui.session import Session, Studio
 
-# what every streaming event updates, in this order: four displays, the result, four buttons
-OUTPUTS = ("preview", "plot", "status", "gallery", "download", "generate", "pause", "resume",
-           "stop")
-BUTTONS = OUTPUTS[5:]
+# what every streaming event updates, in this order: five displays, then the page's state
+DISPLAYS = ("preview", "plot", "status", "gallery", "download", "message")
+OUTPUTS = DISPLAYS + STATE_OUTPUTS
 STATUS_SECONDS = 0.5  # the progress line updates at least this often between previews
-_SKIP = object()
+_log = logging.getLogger("clipforge.ui")
 
 
-def _show(preview=_SKIP, plot=_SKIP, status=_SKIP, gallery=_SKIP, download=_SKIP,
-          state: str | None = None) -> tuple:
-    """One update of :data:`OUTPUTS`; what is not given is left as it is on the page."""
-    shown = tuple(gr.skip() if v is _SKIP else v for v in (preview, plot, status, gallery,
-                                                          download))
-    return shown + (buttons(state) if state else tuple(gr.skip() for _ in BUTTONS))
+def show(state: str | None = None, resumable: bool = True, **shown: Any) -> tuple:
+    """One update of :data:`OUTPUTS`: the displays given by name, the page's ``state`` (see
+    :func:`~clipforge.ui.controls.page_state`) or single state outputs by name; the rest is left
+    as it is on the page."""
+    unknown = set(shown) - set(OUTPUTS)
+    assert not unknown, unknown
+    states = page_state(state, resumable) if state else tuple(gr.skip() for _ in STATE_OUTPUTS)
+    values = dict(zip(STATE_OUTPUTS, states), **{k: v for k, v in shown.items()
+                                                  if k in STATE_OUTPUTS})
+    return tuple(shown.get(n, gr.skip()) for n in DISPLAYS) + tuple(values[n]
+                                                                     for n in STATE_OUTPUTS)
+
+
+def failure_text(err: BaseException) -> str:
+    """What the page says about an error that ended a job (in the studio's terms)."""
+    from clipforge.errors import ModelLoadError
+    from clipforge.offline import offline_reason
+
+    if isinstance(err, gr.Error):
+        return str(err.message)
+    reason = offline_reason() if isinstance(err, ModelLoadError) else None
+    if reason:  # the engine's hint names CLI flags; say what a studio user can do instead
+        head = str(err).split(" (")[0]
+        return (f"{head}: this server cannot reach the model hub ({reason}). Choose one of the "
+                "offered CLIP models (the bundled shapes model works offline), or ask the "
+                "server's operator to download the model and offer its folder in the list.")
+    if isinstance(err, (UsageError, RunError)):
+        return str(err)
+    return (f"the run failed unexpectedly ({type(err).__name__}); the server's log has the "
+            "details")
 
 
 def guarded(fn):
@@ -46,7 +72,7 @@ def guarded(fn):
     try:
         return fn()
     except (UsageError, RunError) as e:
-        raise gr.Error(str(e), print_exception=False) from None
+        raise gr.Error(failure_text(e), print_exception=False) from None
 
 
 def validation(names: Sequence[str], err: InputError | None = None) -> list:
@@ -58,14 +84,8 @@ def validation(names: Sequence[str], err: InputError | None = None) -> list:
     return out
 
 
-def closed(sess: Session | None) -> None:
-    """A tab went away: stop its job and free its paused run."""
-    if sess is not None:
-        sess.stop()
-
-
 class Handlers:
-    """The page's events, over one server's :class:`~clipforge.ui.session.Studio`.
+    """Generate and Resume, over one server's :class:`~clipforge.ui.session.Studio`.
 
     Args:
         studio: the shared models, limits and step lock.
@@ -80,52 +100,67 @@ class Handlers:
         """Check the page's values before a job is queued; a bad one is marked on its control.
 
         Args:
-            args: the values of :data:`~clipforge.ui.inputs.UI_FIELDS`, then the Session.
+            args: the values of :data:`~clipforge.ui.inputs.UI_FIELDS`, the owner token, the
+                Session.
         """
-        *values, _ = args
+        *values, owner, sess = args
         try:
+            self.studio.check_owner(sess, owner, "generate")
             self.studio.config_from_values(dict(zip(UI_FIELDS, values)))
         except InputError as e:
-            return validation([*UI_FIELDS, "session"], e)
+            return validation([*UI_FIELDS, "owner", "session"], e)
         return validation(args)
 
     def generate(self, *args):
         """Run one generation from the page's values, streaming :data:`OUTPUTS` updates.
 
-        Args:
-            args: the values of :data:`~clipforge.ui.inputs.UI_FIELDS`, then the Session.
+        Args: as :meth:`validate`.
         """
-        *values, sess = args  # the validator checked them too; the job does not rely on it
-        cfg, every = guarded(lambda: self.studio.config_from_values(dict(zip(UI_FIELDS, values))))
+        *values, owner, sess = args  # the validator checked them too; the job does not rely on it
+        yield from self.recovering(sess, self._generate(values, owner, sess))
+
+    def _generate(self, values, owner, sess: Session):
+        guarded(lambda: self.studio.check_owner(sess, owner, "generate"))
+        if sess.paused is not None:
+            raise gr.Error("a run is paused in this session: Resume or Stop it first",
+                           print_exception=False)
+        cfg, every = guarded(lambda: self.studio.config_from_values(dict(zip(UI_FIELDS,
+                                                                             values))))
         job = self.studio.start_job()
-        sess.drop_paused()
         sess.begin(job)
-        yield _show(plot=loss_frame(None), status="loading the model…", gallery=sess.gallery(),
-                    state="running")
+        sess.last_seed = cfg.seed
+        yield show(plot=plot_update(None), status="loading the model…", message="",
+                   gallery=self.gallery(sess), state="running")
         live = guarded(lambda: self.load(cfg))
         yield from self.drive(live, sess, job, every)
 
     # ---- Resume a paused run, steered ----
 
-    def validate_steer(self, prompt, negative_prompt, lr, preview_every, sess):
+    def validate_steer(self, prompt, negative_prompt, lr, preview_every, owner, sess):
         """Check the steering (and that a run is paused) before Resume is queued.
 
         Args:
             prompt, negative_prompt, lr, preview_every: the steering controls' values.
-            sess: the tab's Session.
+            owner: the page's owner token; sess: the tab's Session.
         """
-        names = ("prompt", "negative_prompt", "lr", "preview_every", "session")
+        names = ("prompt", "negative_prompt", "lr", "preview_every", "owner", "session")
         try:
+            self.studio.check_owner(sess, owner, "resume")
             self._check_steer(prompt, negative_prompt, lr, preview_every, sess)
         except InputError as e:
             return validation(names, e)
         return validation(names)
 
-    def resume(self, prompt, negative_prompt, lr, preview_every, sess):
+    def resume(self, prompt, negative_prompt, lr, preview_every, owner, sess):
         """Steer the session's paused run and go on with it, streaming :data:`OUTPUTS` updates.
 
         Args: as :meth:`validate_steer`.
         """
+        yield from self.recovering(sess, self._resume(prompt, negative_prompt, lr,
+                                                      preview_every, owner, sess))
+
+    def _resume(self, prompt, negative_prompt, lr, preview_every, owner, sess: Session):
+        guarded(lambda: self.studio.check_owner(sess, owner, "resume"))
         every = guarded(lambda: self._check_steer(prompt, negative_prompt, lr, preview_every, sess))
         live = sess.paused
         job = self.studio.start_job()
@@ -137,8 +172,8 @@ class Handlers:
         except gr.Error:
             self.studio.hold_paused(sess, live)  # bad steering: the run stays paused
             raise
-        yield _show(plot=loss_frame(live), status=progress_text(live, 0, 0, "resuming"),
-                    gallery=sess.gallery(), state="running")
+        yield show(plot=plot_update(loss_frame(live)), status=progress_text(live, 0, 0, "resuming"),
+                   message="", state="running")
         yield from self.drive(live, sess, job, every)
 
     def _check_steer(self, prompt, negative_prompt, lr, preview_every, sess) -> int:
@@ -150,6 +185,20 @@ class Handlers:
                                           preview_every)
 
     # ---- the run ----
+
+    def recovering(self, sess: Session | None, stream):
+        """Stream ``stream``; when it fails, end on an idle (or still paused) page with the error
+        next to the buttons, then raise it as a ``gr.Error`` (API clients get it too)."""
+        try:
+            yield from stream
+        except Exception as e:
+            text = failure_text(e)
+            if not isinstance(e, (gr.Error, UsageError, RunError)):
+                _log.exception("a studio job failed")
+            paused = sess is not None and sess.paused is not None
+            yield show(status="failed" + (" · the run is still paused" if paused else ""),
+                       message=f"**Error:** {text}", state="paused" if paused else "idle")
+            raise gr.Error(text, print_exception=False) from None
 
     def load(self, cfg) -> LiveRun:
         """Load the run's models and generator under the step lock; its warnings are shown.
@@ -166,16 +215,16 @@ class Handlers:
 
     def drive(self, live: LiveRun, sess: Session, job: int, every: int):
         """Step a run under the lock, streaming :data:`OUTPUTS` updates, until it ends (saved to
-        the gallery), is paused (kept in the session) or is stopped (released).
+        the gallery), is paused (kept in the session) or is stopped (saved as a partial result).
 
         Args:
-            live: the run; sess: its tab's Session; job: this job's id (a newer one stops it);
+            live: the run; sess: its tab's Session; job: this job's id (Stop names it);
             every: a preview and a loss point every this many steps.
         """
         from clipforge.images import to_pil
 
-        studio, steps = self.studio, live.steps()
-        seg_steps, seg_seconds, paused, finished, last_sent = 0, 0.0, False, False, 0.0
+        studio, steps, can = self.studio, live.steps(), live.resumable
+        seg_steps, seg_seconds, paused, last_sent = 0, 0.0, False, 0.0
         try:
             while not sess.should_stop(job):
                 with studio.step_lock:
@@ -183,79 +232,68 @@ class Handlers:
                     step = guarded(lambda: next(steps, None))
                     dt = time.perf_counter() - t0
                 if step is None:
-                    finished = True
                     break
                 live.seconds += dt
                 seg_seconds += dt
                 seg_steps += 1
                 now = time.perf_counter()
-                if sess.should_stop(job):
-                    break  # Stop was pressed during this step: send no stale progress
                 if step.i == step.total or (step.i % every == 0 and
                                             now - last_sent >= studio.min_preview_seconds):
                     last_sent = now
                     live.record(step)
                     live.last_preview = to_pil(step.image)
-                    yield _show(live.last_preview, loss_frame(live),
-                                progress_text(live, seg_steps, seg_seconds), state="running")
+                    yield show(preview=live.last_preview, plot=plot_update(loss_frame(live)),
+                               status=progress_text(live, seg_steps, seg_seconds),
+                               state="running", resumable=can)
                 elif now - last_sent >= STATUS_SECONDS:
                     # progress text only; each yield is also where a cancelled job ends
                     last_sent = now
-                    yield _show(status=progress_text(live, seg_steps, seg_seconds))
-                if sess.pause_requested.is_set() and not live.resumable:
-                    sess.pause_requested.clear()
-                    gr.Warning(f"generator {live.config.generator!r} samples in one pass "
-                               "and cannot pause; let it finish or Stop it")
-                if sess.pause_requested.is_set() and not live.done:
+                    yield show(status=progress_text(live, seg_steps, seg_seconds),
+                               state="running", resumable=can)
+                if sess.pause_requested.is_set() and can and not live.done:
                     studio.hold_paused(sess, live)
                     paused = True
-                    yield _show(plot=loss_frame(live), status=progress_text(
+                    yield show(plot=plot_update(loss_frame(live)), status=progress_text(
                         live, seg_steps, seg_seconds, "paused") + " — edit the prompt, weights "
                         "or learning rate, then Resume", state="paused")
                     return
-            if sess.should_stop(job) and not finished:
-                # the last word of a stopped job, so a progress update racing the Stop click
-                # cannot leave "running" on the page
-                yield _show(status="stopped", state="idle")
-            elif finished or live.done:
-                with studio.step_lock:
-                    path = live.save(studio.result_path(sess, live.config.seed))
-                    image = guarded(lambda: to_pil(live.run.image()))
-                sess.add_result(Result(path, f"{live.config.prompt[:60]} · seed "
-                                             f"{live.config.seed}"))
-                yield _show(image, loss_frame(live), progress_text(live, seg_steps, seg_seconds,
-                            "done"), sess.gallery(), str(path), state="idle")
+            if sess.should_stop(job) and not live.done:
+                yield self.keep(live, sess, stopped=True)
+            else:
+                yield self.keep(live, sess, stopped=False, segment=(seg_steps, seg_seconds))
         finally:
             steps.close()
             if not paused:
                 live.release()
 
-    # ---- the small events ----
+    def keep(self, live: LiveRun, sess: Session, stopped: bool,
+             segment: tuple[int, float] = (0, 0.0)) -> tuple:
+        """Save the run's image to the output folder and the gallery; the page goes idle.
 
-    def settle(self, sess: Session | None) -> tuple:
-        """The buttons after a job ended (finished, failed or paused) in ``sess``."""
-        return buttons("paused" if sess is not None and sess.paused is not None else "idle")
+        A stopped run's image is saved too, marked as partial (in its file name, its
+        ``clipforge_note`` and its caption), as A1111 keeps an interrupted image.
 
-    def pause(self, sess: Session):
-        """Ask ``sess``'s running job to pause at its next step (it writes "paused" itself)."""
-        # only the button: a second writer of the status could land after the job's own
-        # "paused" and leave a stale "pausing" on the page
-        sess.pause_requested.set()
-        return gr.update(interactive=False)
+        Args:
+            live: the run; sess: its Session; stopped: it was stopped before its last step;
+            segment: steps and seconds since the last (re)start, for the status line.
+        """
+        from clipforge.images import to_pil
 
-    def stop(self, sess: Session) -> tuple:
-        """Stop ``sess``'s running job and free its paused one."""
-        sess.stop()
-        return "stopped", *buttons("idle")
+        if stopped and live.i == 0:
+            return show(status="stopped before the first step", message="", state="idle")
+        note = f"partial: stopped at step {live.i} of {live.total}" if stopped else ""
+        with self.studio.step_lock:
+            path = live.save(self.studio.result_path(sess, live.config.seed, partial=stopped),
+                             note=note)
+            image = guarded(lambda: to_pil(live.run.image()))
+        caption = f"{live.config.prompt[:60]} · seed {live.config.seed}" + (
+            f" · stopped at step {live.i}/{live.total}" if stopped else "")
+        sess.add_result(Result(path, caption))
+        status = (f"stopped at step {live.i}/{live.total} · kept as a partial result"
+                  if stopped else progress_text(live, *segment, "done"))
+        return show(preview=image, plot=plot_update(loss_frame(live)), status=status, message="",
+                    gallery=self.gallery(sess), download=str(path), state="idle")
 
-    def randomize(self) -> int:
-        """A fresh seed for the seed box."""
-        return random_seed()
-
-    def generator_changed(self, name: str) -> tuple:
-        """The help of the generator dropdown and of its options box, for generator ``name``."""
-        return gr.update(info=generator_info(name)), gr.update(info=options_info(name))
-
-    def restore(self, file) -> list:
-        """The :data:`~clipforge.ui.inputs.RESTORABLE` settings of ``file``, a dropped PNG."""
-        return restore_controls(file, RESTORABLE)
+    def gallery(self, sess: Session) -> list[tuple[str, str]]:
+        """The gallery of ``sess``: its results, newest first."""
+        return sess.gallery()

@@ -41,9 +41,9 @@ RESTORABLE = tuple(n for n in UI_FIELDS if n not in ("init_image", "image_prompt
 _NEEDED = ("generator", "init_weight", "width", "height", "steps", "lr", "cutn", "seed",
            *ADVANCED_FIELDS)
 
-# The page refuses absurd prompt lengths before anything is tokenised (BAD_INPUTS row 2): a
-# 100 kB prompt is accepted (and truncated by the model, with a warning); 10 MB is not.
-UI_MAX_PROMPT_CHARS = 200_000
+# The studio refuses absurd prompt lengths before anything is tokenised (BAD_INPUTS rows 2, 32):
+# CLIP reads ~77 tokens (a few hundred characters); 20,000 leave room for long prompt lists.
+UI_MAX_PROMPT_CHARS = 20_000
 MAX_PREVIEW_EVERY = 1000
 UI_MAX_IMAGE_PIXELS = 4096 * 4096  # uploads are decoded while checking; keep that bounded
 RANDOM_SEED_LIMIT = 2**53  # seeds drawn by the studio stay exact in the browser's numbers
@@ -119,15 +119,9 @@ def config_from_values(studio, values: dict[str, Any]) -> tuple[RunConfig, int]:
             raise InputError(name, f"{name}: a value is needed")
         if name in values:
             page[name] = values[name]
+    _check_studio_limits(studio, values)
     with _on_control():
         cfg = RunConfig(**merge(page))
-    for name, value in (("width", cfg.width), ("height", cfg.height)):
-        if value > studio.max_side:
-            raise InputError(name, f"{name}: {value} is larger than this studio allows; "
-                             f"allowed: {MIN_SIDE}..{studio.max_side}")
-    if cfg.steps > studio.max_steps:
-        raise InputError("steps", f"steps: {cfg.steps} is more than this studio allows; "
-                         f"allowed: 0..{studio.max_steps}")
     every = _whole("preview_every", values.get("preview_every", 5), 1, MAX_PREVIEW_EVERY)
     check_clip(studio, cfg.clip)
     with _on_control():
@@ -225,6 +219,24 @@ def _is_pretrained_name(name: str) -> bool:
     import open_clip
 
     return (arch, tag) in set(open_clip.list_pretrained())
+
+
+def studio_limits(studio) -> dict[str, tuple[int, int]]:
+    """The ranges this studio allows (tighter than RunConfig's): setting -> (lowest, highest)."""
+    return {"width": (MIN_SIDE, studio.max_side), "height": (MIN_SIDE, studio.max_side),
+            "steps": (0, studio.max_steps), "cutn": (1, studio.max_cutn)}
+
+
+def _check_studio_limits(studio, values: dict[str, Any]) -> None:
+    """Above the studio's limit -> its message (before merge, which would quote the engine's)."""
+    for name, (lo, hi) in studio_limits(studio).items():
+        try:
+            x = float(values[name])
+        except (KeyError, TypeError, ValueError):
+            continue  # missing or not a number: merge names the problem
+        if math.isfinite(x) and x > hi:
+            raise InputError(name, f"{name}: {values[name]} is more than this studio allows; "
+                             f"allowed: {lo}..{hi}")
 
 
 def _check_texts(texts) -> None:
