@@ -869,13 +869,13 @@ def test_option_values_of_the_wrong_type_are_refused_by_the_one_check():
     from clipforge import registry
     from clipforge.errors import ConfigError
 
-    for options, message in [({"min_size": "4"}, "'min_size' of generator 'pixel': expected a "
+    for options, message in [({"min_size": "4"}, "generator 'pixel' option min_size: expected a "
                                                  "whole number, got '4'"),
                              ({"min_size": 1.5}, "expected a whole number, got 1.5"),
-                             ({"pyramid": "yes"}, "'pyramid' of generator 'pixel': expected "
+                             ({"pyramid": "yes"}, "generator 'pixel' option pyramid: expected "
                                                   "true or false"),
-                             ({"init_std": float("nan")}, "expected a finite number"),
-                             ({"init_std": None}, "expected a finite number, got None")]:
+                             ({"init_std": float("nan")}, "init_std: must be finite"),
+                             ({"init_std": None}, "init_std: expected a number, got None")]:
         with pytest.raises(ConfigError, match=message):
             registry.check_generator("pixel", 32, 32, options)
     registry.check_generator("pixel", 32, 32, {"min_size": 8, "init_std": 0})  # int for float

@@ -153,7 +153,7 @@ BAD = [  # (row of BAD_INPUTS.md, arguments, the field the message names)
     (8, {"seed": "abc"}, "seed: expected a whole number"),
     (9, {"generator_options": '{"nope": 1}'}, "generator_options: unknown option 'nope'"),
     (28, {"generator_options": '{"min_size": "4"}'},  # not "'<' not supported between ..."
-     "generator_options: option 'min_size' of generator 'pixel': expected a whole number"),
+     "generator 'pixel' option min_size: expected a whole number, got '4'"),
     (9, {"clip": ["/etc"]}, "clip: '/etc' is not offered"),
     (9, {"generator": "vae", "generator_options": '{"model": "/etc"}'},
      "generator_options: model='/etc' names a file"),
