@@ -23,6 +23,7 @@ from clipforge.guidance.guide import Guide
 from clipforge.guidance.prompts import Prompt
 from clipforge.loop import BestIterate, optimize
 from clipforge.registry import build_generator
+from test_diffusion import sd_dir, taesd_dir  # noqa: F401 - the same tiny pipelines, as fixtures
 
 PRIOR = pretrained.get("shapes-ddpm", "diffusion").path
 needs_prior = pytest.mark.skipif(not (PRIOR / "model_index.json").is_file(),
@@ -32,21 +33,6 @@ needs_prior = pytest.mark.skipif(not (PRIOR / "model_index.json").is_file(),
 @pytest.fixture(autouse=True)
 def _one_thread():
     torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def sd_dir(tmp_path_factory) -> Path:
-    """A random SD-format pipeline: UNet2DConditionModel, AutoencoderKL (factor 2), CLIP text."""
-    from test_diffusion import write_tiny_sd
-
-    return write_tiny_sd(tmp_path_factory.mktemp("sd"))
-
-
-@pytest.fixture(scope="module")
-def taesd_dir(tmp_path_factory) -> Path:
-    from test_diffusion import write_tiny_taesd
-
-    return write_tiny_taesd(tmp_path_factory.mktemp("taesd"))
 
 
 def _noise(size=32, seed=0, **options) -> NoiseGenerator:

@@ -264,25 +264,26 @@ def wait_idle_after(page, failed_at: list) -> float:
     return wait_idle(page)
 
 
+def _idle_soon_after(page, monkeypatch, message: str, what: str) -> None:
+    seconds = _error_then_idle(page, monkeypatch, message)
+    print(f"{what}: idle {seconds:.3f} s after the error")
+    assert seconds < IDLE_LIMIT
+    page.context.close()
+
+
 def test_browser_page_is_idle_with_the_error_after_divergence(studio_url, browser, monkeypatch):
     page = open_studio(browser, studio_url.local_url)
     page.locator("#cf-prompt textarea").fill("a red circle")
     page.locator("#cf-lr input").fill("1e9")
     page.locator("#cf-steps input").fill("50")
-    seconds = _error_then_idle(page, monkeypatch, "optimization diverged at step")
-    print(f"divergence: idle {seconds:.3f} s after the error")
-    assert seconds < IDLE_LIMIT
-    page.context.close()
+    _idle_soon_after(page, monkeypatch, "optimization diverged at step", "divergence")
 
 
 def test_browser_page_is_idle_with_the_error_when_the_model_cannot_load(broken_clip_url, browser,
                                                                        monkeypatch):
     page = open_studio(browser, broken_clip_url)
     page.locator("#cf-prompt textarea").fill("a red circle")
-    seconds = _error_then_idle(page, monkeypatch, "cannot build the model")
-    print(f"model load: idle {seconds:.3f} s after the error")
-    assert seconds < IDLE_LIMIT
-    page.context.close()
+    _idle_soon_after(page, monkeypatch, "cannot build the model", "model load")
 
 
 def test_browser_page_is_idle_after_an_unexpected_failure_then_runs_again(studio_url, browser,
