@@ -176,7 +176,6 @@ def _wire(demo: gr.Blocks, c: dict[str, Any], h: Events) -> None:
                *(c[n] for n in REMEMBERED)], **private).then(**estimate)
     for name in ESTIMATED:
         c[name].change(**estimate)
-    gen_event.then(**estimate)  # the run measured its steps
     pnginfo_tab.wire(c, h, **private)
     c["generate"].click(h.remember, [*(c[n] for n in REMEMBERED), c["saved"], *mine],
                         [c["saved"], c["history"]], **private)

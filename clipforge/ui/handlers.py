@@ -28,7 +28,8 @@ from clipforge.ui.live import LiveRun, Result, loss_frame, progress_bar, progres
 from clipforge.ui.session import Session, Studio
 
 # what every streaming event updates, in this order: the displays, then the page's state
-DISPLAYS = ("preview", "plot", "status", "gallery", "download", "message", "progress", "video")
+DISPLAYS = ("preview", "plot", "status", "gallery", "download", "message", "progress", "video",
+            "estimate")
 OUTPUTS = DISPLAYS + STATE_OUTPUTS
 STATUS_SECONDS = 0.5  # the progress line updates at least this often between previews
 _log = logging.getLogger("clipforge.ui")
@@ -165,10 +166,13 @@ class Handlers:
                 if sess.pause_requested.is_set() and can and not live.done:
                     studio.hold_paused(sess, live)
                     paused = True
+                    studio.timings.record(live.config, times[1:], "by an earlier run")
                     yield show(plot=plot_update(loss_frame(live)), status=progress_text(
                         live, seg_steps, seg_seconds, "paused") + " — edit the prompt, weights "
                         "or learning rate, then Resume", state="paused")
                     return
+            # the step time of these settings, which "about N s" says from now on
+            studio.timings.record(live.config, times[1:], "by an earlier run")
             if sess.should_stop(job) and not live.done:
                 yield self.keep(live, sess, stopped=True)
             else:
@@ -177,8 +181,6 @@ class Handlers:
             steps.close()
             if not paused:
                 live.release()
-            # the step time "about N s" says before the next run of these settings
-            studio.timings.record(live.config, times[1:], "by an earlier run")
 
     def keep(self, live: LiveRun, sess: Session, stopped: bool,
              segment: tuple[int, float] = (0, 0.0)) -> tuple:
@@ -210,7 +212,7 @@ class Handlers:
                   + (f" · image {k} of {n}" if n > 1 else "")
                   if stopped else progress_text(live, *segment, "done"))
         video = live.video_of(path)
-        return show(preview=image, plot=plot_update(loss_frame(live)), status=status, message="",
+        return show(estimate=self.studio.timings.text(live.config, n),preview=image, plot=plot_update(loss_frame(live)), status=status, message="",
                     gallery=self.gallery(sess), download=str(path), progress=progress_bar(live),
                     video=str(video) if video else None,
                     state="running" if k < n and not stopped else "idle")
