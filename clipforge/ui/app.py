@@ -131,12 +131,13 @@ def _generate_tab(c: dict[str, Any], place, studio: Studio) -> None:
                 c["randomize"] = gr.Button("Random seed", size="sm", elem_id="cf-randomize")
                 c["last_seed"] = gr.Button("Last seed", size="sm", elem_id="cf-last-seed")
             with gr.Row():
-                place("batch_count", "preview_every", "save_video")
+                place("batch_count", "save_video")
+            place("preview_every")
             with gr.Accordion("Image prompts and init image", open=False) as c["images_box"]:
                 place(*IMAGE_FIELDS)
             with gr.Accordion("More settings", open=False):
                 place(*ADVANCED_FIELDS)
-            c["restore"] = gr.File(label="Drop a clipforge PNG here to restore its settings",
+            c["restore"] = gr.File(label="Drop a clipforge or A1111 PNG here to restore its settings",
                                    file_types=[".png"], height=120, elem_id="cf-restore")
         with gr.Column(scale=6):
             c["preview"] = gr.Image(label="Preview", type="pil", format="png",

@@ -23,7 +23,9 @@ from clipforge.ui.uploads import upload_path
 from clipforge.ui.session import Studio, bundled_present
 
 # previews are small images: show them large, with crisp pixels
-CSS = "#cf-preview img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }"
+CSS = ("#cf-preview img { image-rendering: pixelated; width: 100%; height: 100%; "
+       "object-fit: contain; } #cf-progress progress { width: 70%; height: 14px; "
+       "vertical-align: middle; }")
 
 # runs once in the page: Ctrl+Enter (Cmd+Enter) presses Generate; the tab's title carries the
 # progress ("step 12/50 · clipforge studio"), so a run can be followed from another tab
@@ -64,8 +66,9 @@ LABELS = {
 HEADER = """# clipforge studio
 Type a prompt and press **Generate**: an image is pushed, step by step, toward what a CLIP
 model sees in your words. **Pause** to edit the prompt, its `:weights` or the learning rate,
-then **Resume** — the optimizer keeps its state. Drop a clipforge PNG below to restore its
-settings. Prompt syntax: `a red circle:1.5 | a blue background | noise:-0.5`."""
+then **Resume** — the optimizer keeps its state. Drop a clipforge (or A1111) PNG below to
+restore its settings, or read one in **PNG Info**. Prompt syntax:
+`a red circle:1.5 | a blue background | noise:-0.5`."""
 
 
 def model_note(studio: Studio) -> str:

@@ -45,6 +45,9 @@ def wire(c: dict[str, Any], h, **private: Any) -> None:
     c["info_file"].upload(lambda f, o, s: inspect(h, f, o, s), [c["info_file"], *mine],
                           [c["info_image"], c["info_summary"], c["info_text"],
                            c["info_settings"]], **private)
+    c["info_file"].clear(lambda: (None, "", "", None), None,
+                         [c["info_image"], c["info_summary"], c["info_text"], c["info_settings"]],
+                         **private)
     c["send_generate"].click(lambda f, o, s: send_to_generate(h, f, o, s),
                              [c["info_file"], *mine],
                              [*(c[n] for n in RESTORABLE), c["status"], c["tabs"]], **private)
