@@ -488,7 +488,7 @@ def _progress_value(page) -> int:
     return int(bar.get_attribute("value")) if bar.count() else -1
 
 
-def test_browser_batch_progress_bar_estimate_and_video(studio_url, browser):
+def test_browser_batch_progress_bar_estimate_and_video(studio_url, browser, tmp_path):
     import re
 
     from playwright.sync_api import expect
@@ -531,6 +531,15 @@ def test_browser_batch_progress_bar_estimate_and_video(studio_url, browser):
         assert read_config(png).seed == seed and png.with_suffix(".mp4").is_file()
     src = page.locator("#cf-video video").get_attribute("src")
     assert src and src.endswith("s502.mp4")                 # the last image's video, shown
+    expect(page.locator("#cf-video").get_by_role("button", name="Download")).to_be_visible()
+    import imageio_ffmpeg                                   # and what the page serves decodes
+
+    got = tmp_path / "served.mp4"
+    got.write_bytes(page.request.get(src).body())
+    reader = imageio_ffmpeg.read_frames(str(got))
+    meta = next(reader)
+    assert meta["codec"] == "h264" and meta["size"] == (64, 64)
+    assert sum(1 for _ in reader) == 40                     # a frame every step (preview_every 1)
     # the run measured its steps: the estimate now says so
     expect(page.locator("#cf-estimate")).to_contain_text("measured by an earlier run")
     page.context.close()

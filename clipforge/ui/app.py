@@ -137,7 +137,8 @@ def _generate_tab(c: dict[str, Any], place, studio: Studio) -> None:
                 place(*IMAGE_FIELDS)
             with gr.Accordion("More settings", open=False):
                 place(*ADVANCED_FIELDS)
-            c["restore"] = gr.File(label="Drop a clipforge or A1111 PNG here to restore its settings",
+            c["restore"] = gr.File(label="Drop a clipforge or A1111 PNG here to restore its "
+                                   "settings",
                                    file_types=[".png"], height=120, elem_id="cf-restore")
         with gr.Column(scale=6):
             c["preview"] = gr.Image(label="Preview", type="pil", format="png",

@@ -15,12 +15,13 @@ import gradio as gr
 from clipforge.ui.controls import (RUN_BUTTONS, generator_info, options_info, page_state,
                                    restore_controls)
 from clipforge.ui.handlers import show
-from clipforge.ui.inputs import RESTORABLE, UI_FIELDS, InputError, batch_count, random_seed
+from clipforge.ui.inputs import (PAGE_ONLY, RESTORABLE, UI_FIELDS, InputError, batch_count,
+                                 random_seed)
 from clipforge.ui.jobs import Jobs
 from clipforge.ui.session import Session, is_client_id, new_client_id
 
 # the settings a reload brings back (kept in the browser's storage at each Generate)
-REMEMBERED = RESTORABLE + ("image_prompt_weight", "preview_every")
+REMEMBERED = RESTORABLE + PAGE_ONLY
 MAX_HISTORY = 20  # prompts kept in the history, newest first
 # the settings that change how long a run takes: the estimate is said again when one changes
 ESTIMATED = ("clip", "generator", "generator_options", "width", "height", "steps", "cutn",

@@ -212,7 +212,8 @@ class Handlers:
                   + (f" · image {k} of {n}" if n > 1 else "")
                   if stopped else progress_text(live, *segment, "done"))
         video = live.video_of(path)
-        return show(estimate=self.studio.timings.text(live.config, n),preview=image, plot=plot_update(loss_frame(live)), status=status, message="",
+        return show(preview=image, plot=plot_update(loss_frame(live)), status=status, message="",
+                    estimate=self.studio.timings.text(live.config, n),
                     gallery=self.gallery(sess), download=str(path), progress=progress_bar(live),
                     video=str(video) if video else None,
                     state="running" if k < n and not stopped else "idle")

@@ -38,7 +38,8 @@ UI_FIELDS = TEXT_FIELDS + MODEL_FIELDS + MAIN_FIELDS + IMAGE_FIELDS + ADVANCED_F
 NOT_IN_UI = ("device", "precision", "compile", "save_every")
 # Settings a dropped clipforge PNG restores (the uploads and page-only settings are not in it).
 PAGE_ONLY = ("image_prompt_weight", "batch_count", "preview_every")
-RESTORABLE = tuple(n for n in UI_FIELDS if n not in ("init_image", "image_prompts", *PAGE_ONLY))
+RESTORABLE = tuple(n for n in UI_FIELDS
+                   if n not in ("init_image", "image_prompts", *PAGE_ONLY))
 # Numeric settings that must be given (a cleared number box arrives as None).
 _NEEDED = ("generator", "init_weight", "width", "height", "steps", "lr", "cutn", "seed",
            "save_video", *ADVANCED_FIELDS)

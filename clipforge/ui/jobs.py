@@ -1,4 +1,5 @@
-"""What Generate and Resume do: check the page's values, then make a batch of images (:class:`Jobs`).
+"""What Generate and Resume do: check the page's values, then make a batch of images
+(:class:`Jobs`).
 
 Generate and Resume are checked by a validator *before* they take a queue slot
 (:meth:`Jobs.validate`, :meth:`Jobs.validate_steer`). One Generate is one queued job that makes
