@@ -519,7 +519,9 @@ def test_browser_batch_progress_bar_estimate_and_video(studio_url, browser, tmp_
         seen.add(_progress_value(page))
         time.sleep(0.05)
     assert len(seen - {-1}) >= 2, seen
-    expect(page.locator("#cf-progress")).to_contain_text("image 2 of 3")
+    # image 2's bar shows from its first step to image 3's (polled in the page: no timing guess)
+    page.wait_for_function("() => (document.querySelector('#cf-progress') || {innerText: ''})"
+                           ".innerText.includes('image 2 of 3')", polling=20)
     expect(page.locator("#cf-status")).to_contain_text("done · step 40/40")
     expect(page.locator("#cf-status")).to_contain_text("image 3 of 3")
     wait_idle(page)
@@ -562,15 +564,16 @@ def test_browser_stop_ends_the_batch_and_pause_waits_for_resume(studio_url, brow
 
     # Pause in a batch: Resume finishes that image, then makes the rest
     page.locator("#cf-batch_count input").fill("2")
-    page.locator("#cf-steps input").fill("60")
+    page.locator("#cf-steps input").fill("150")  # Pause lands in image 1 (checked at each step)
     page.locator("#cf-seed input").fill("800")
     page.locator("#cf-generate").click()
     expect(page.locator("#cf-status")).to_contain_text("running · step")
     page.locator("#cf-pause").click()
     expect(page.locator("#cf-status")).to_contain_text("paused · step")
     expect(page.locator("#cf-batch_count input")).to_be_disabled()
+    expect(page.locator("#cf-status")).to_contain_text("image 1 of 2")
     page.locator("#cf-resume").click()
-    expect(page.locator("#cf-status")).to_contain_text("done · step 60/60")
+    expect(page.locator("#cf-status")).to_contain_text("done · step 150/150", timeout=180_000)
     expect(page.locator("#cf-status")).to_contain_text("image 2 of 2")
     wait_idle(page)
     expect(page.locator("#cf-gallery img")).to_have_count(3)

@@ -142,6 +142,11 @@ def test_png_info_reads_ours_and_a1111(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"not a png")
     bad = read_info(tmp_path / "bad.png")
     assert not bad.readable and not bad.settings and "cannot read image" in bad.describe()
+    from PIL import Image
+
+    Image.new("1", (5000, 4000)).save(tmp_path / "huge.png")  # 20 Mpx in a few kB
+    huge = read_info(tmp_path / "huge.png")
+    assert not huge.readable and "larger than the studio's" in huge.describe()
 
 
 def test_starting_values_are_the_bundled_guides_recommended_settings(monkeypatch):

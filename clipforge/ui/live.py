@@ -42,8 +42,10 @@ class LiveRun:
     """
 
     def __init__(self, cfg: RunConfig, studio):
+        from clipforge.frames import recorder_for
         from clipforge.runner import Run
 
+        self.frames = recorder_for(cfg)          # the progress video's frames, if asked for
         self.run = Run(cfg, cache=studio.cache, device=studio.device)
         self.config = self.run.config          # as started (what the PNG records)
         self.current = self.config             # with the steering applied
@@ -53,9 +55,6 @@ class LiveRun:
         self.seconds = 0.0                       # time spent stepping, over all segments
         self.last_preview = None                 # PIL image of the latest preview
         self.batch = (1, 1)                      # image k of the n one Generate makes
-        from clipforge.frames import recorder_for
-
-        self.frames = recorder_for(cfg)          # the progress video's frames, if asked for
 
     @property
     def opt(self):

@@ -16,7 +16,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from clipforge.errors import ConfigError
+from clipforge.errors import ConfigError, UsageError
+from clipforge.ui.uploads import check_image_size
 
 
 @dataclass
@@ -60,8 +61,9 @@ def read_info(path: str | os.PathLike | None) -> PngInfo:
     if not path:
         return PngInfo(problem="no file", readable=False)
     try:
+        check_image_size("png", str(path))  # an upload is decoded: bounded like the others
         chunks = read_png_text(path)
-    except ConfigError as e:
+    except UsageError as e:
         return PngInfo(problem=str(e), readable=False)
     try:
         raw, ignored = png_settings(path)
