@@ -95,6 +95,35 @@ def test_batch_count_is_checked_before_a_job(client, app, over, message):
     assert app.clipforge_studio.jobs_started == before
 
 
+def test_cancelling_a_batch_job_makes_no_more_images(client, app, monkeypatch):
+    """One Generate is one job: cancelling it (gradio's cancel, as the page's Stop of an API
+    job) ends the whole batch, and the model is free for the next job."""
+    import time
+
+    from clipforge.ui import live
+
+    real = live.LiveRun.steps
+
+    def slow_steps(self):  # steps the test can catch mid-batch on any machine
+        for step in real(self):
+            time.sleep(0.05)
+            yield step
+
+    monkeypatch.setattr(live.LiveRun, "steps", slow_steps)
+    out = app.clipforge_studio.output_dir
+    job = client.submit(api_name="/generate", **args(seed=900, steps=30, batch_count=3))
+    deadline = time.monotonic() + 60
+    while not any("running · step" in str(o[2]) for o in job.outputs()) and \
+            time.monotonic() < deadline:
+        time.sleep(0.05)
+    job.cancel()
+    time.sleep(3.0)  # long enough for the rest of the batch to start, were it going to
+    assert not list(out.glob("clipforge-*-s90[12]*.png"))
+    monkeypatch.undo()
+    done = client.predict(api_name="/generate", **args(seed=910))
+    assert read_config(done[4]).seed == 910
+
+
 def _probe(path):
     """(metadata, frame count) of a video, decoded by ffmpeg itself."""
     import imageio_ffmpeg

@@ -37,6 +37,7 @@ from clipforge.ui.inputs import (ADVANCED_FIELDS, IMAGE_FIELDS, RESTORABLE, TEXT
 from clipforge.ui.session import Session, Studio
 from clipforge.ui.timing import calibrate_start, starting_values
 
+
 def build_demo(*, default_clip: str | Sequence[str] = "shapes",
                clip_choices: Sequence[str] | None = None, device: str = "auto",
                max_queue: int = 16, max_side: int = 1024, max_steps: int = 10_000,

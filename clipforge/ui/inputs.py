@@ -128,9 +128,9 @@ def config_from_values(studio, values: dict[str, Any]) -> tuple[RunConfig, int]:
     _check_studio_limits(studio, values)
     every = _whole("preview_every", values.get("preview_every", 5), 1, MAX_PREVIEW_EVERY)
     with _on_control():
-        page["save_every"] = every if merge({"save_video": page.get("save_video")}).get(
-            "save_video") else 0
-        cfg = RunConfig.from_settings(page)
+        given = merge(page)
+        given["save_every"] = every if given.get("save_video") else 0  # the video's frames
+        cfg = RunConfig.from_settings(given)
     if cfg.save_video:
         with _on_control("save_video"):
             from clipforge.frames import video_encoder
