@@ -479,3 +479,160 @@ def test_browser_prompt_history_brings_a_prompt_back_after_a_reload(studio_url, 
     options.nth(1).click()
     expect(page.locator("#cf-prompt textarea")).to_have_value("a red circle")
     page.context.close()
+
+
+# ---- features: batch count, the progress bar, the time estimate, the progress video ----
+
+def _progress_value(page) -> int:
+    bar = page.locator("#cf-progress progress")
+    return int(bar.get_attribute("value")) if bar.count() else -1
+
+
+def test_browser_batch_progress_bar_estimate_and_video(studio_url, browser, tmp_path):
+    import re
+
+    from playwright.sync_api import expect
+
+    from clipforge.outputs import read_config
+
+    studio = studio_url.clipforge_studio
+    page = open_studio(browser, studio_url.local_url)
+    # launch() timed the starting settings: the estimate is there before any run
+    expect(page.locator("#cf-estimate")).to_contain_text("measured at launch")
+    expect(page.locator("#cf-estimate")).to_contain_text("3000 steps at")
+    page.locator("#cf-steps input").fill("40")
+    page.locator("#cf-steps input").blur()
+    expect(page.locator("#cf-estimate")).to_contain_text(re.compile(r"about [\d.]+ s \(40 steps"))
+    page.locator("#cf-batch_count input").fill("3")
+    page.locator("#cf-batch_count input").blur()
+    expect(page.locator("#cf-estimate")).to_contain_text("3 × 40 steps")
+    page.locator("#cf-save_video input").check()
+    page.locator("#cf-seed input").fill("500")
+    page.locator("#cf-prompt textarea").fill("a red circle")
+    jobs = studio.jobs_started
+    page.locator("#cf-generate").click()
+    # the bar moves (step k of n, in the page) and names the image of the batch
+    expect(page.locator("#cf-progress")).to_contain_text(re.compile(r"step \d+ of 40"))
+    seen = {_progress_value(page)}
+    deadline = time.monotonic() + 60
+    while len(seen - {-1}) < 2 and time.monotonic() < deadline:
+        seen.add(_progress_value(page))
+        time.sleep(0.05)
+    assert len(seen - {-1}) >= 2, seen
+    # image 2's bar shows from its first step to image 3's (polled in the page: no timing guess)
+    page.wait_for_function("() => (document.querySelector('#cf-progress') || {innerText: ''})"
+                           ".innerText.includes('image 2 of 3')", polling=20)
+    expect(page.locator("#cf-status")).to_contain_text("done · step 40/40")
+    expect(page.locator("#cf-status")).to_contain_text("image 3 of 3")
+    wait_idle(page)
+    assert studio.jobs_started == jobs + 1                  # one job made the three images
+    expect(page.locator("#cf-gallery img")).to_have_count(3)
+    for seed in (500, 501, 502):
+        expect(page.locator("#cf-gallery")).to_contain_text(f"seed {seed}")
+        (png,) = studio.output_dir.glob(f"clipforge-*-s{seed}.png")
+        assert read_config(png).seed == seed and png.with_suffix(".mp4").is_file()
+    src = page.locator("#cf-video video").get_attribute("src")
+    assert src and src.endswith("s502.mp4")                 # the last image's video, shown
+    expect(page.locator("#cf-video").get_by_role("button", name="Download")).to_be_visible()
+    import imageio_ffmpeg                                   # and what the page serves decodes
+
+    got = tmp_path / "served.mp4"
+    got.write_bytes(page.request.get(src).body())
+    reader = imageio_ffmpeg.read_frames(str(got))
+    meta = next(reader)
+    assert meta["codec"] == "h264" and meta["size"] == (64, 64)
+    assert sum(1 for _ in reader) == 40                     # a frame every step (preview_every 1)
+    # the run measured its steps: the estimate now says so
+    expect(page.locator("#cf-estimate")).to_contain_text("measured by an earlier run")
+    page.context.close()
+
+
+def test_browser_stop_ends_the_batch_and_pause_waits_for_resume(studio_url, browser):
+    from playwright.sync_api import expect
+
+    studio = studio_url.clipforge_studio
+    page = open_studio(browser, studio_url.local_url)
+    page.locator("#cf-batch_count input").fill("3")
+    page.locator("#cf-seed input").fill("700")
+    _start_long_run(page, "a blue square")
+    page.locator("#cf-stop").click()
+    expect(page.locator("#cf-status")).to_contain_text("kept as a partial result · image 1 of 3")
+    wait_idle(page)
+    time.sleep(1.0)  # nothing else of that batch is made
+    assert not list(studio.output_dir.glob("clipforge-*-s701*.png"))
+    expect(page.locator("#cf-gallery img")).to_have_count(1)
+
+    # Pause in a batch: Resume finishes that image, then makes the rest
+    page.locator("#cf-batch_count input").fill("2")
+    page.locator("#cf-steps input").fill("150")  # Pause lands in image 1 (checked at each step)
+    page.locator("#cf-seed input").fill("800")
+    page.locator("#cf-generate").click()
+    expect(page.locator("#cf-status")).to_contain_text("running · step")
+    page.locator("#cf-pause").click()
+    expect(page.locator("#cf-status")).to_contain_text("paused · step")
+    expect(page.locator("#cf-batch_count input")).to_be_disabled()
+    expect(page.locator("#cf-status")).to_contain_text("image 1 of 2")
+    page.locator("#cf-resume").click()
+    expect(page.locator("#cf-status")).to_contain_text("done · step 150/150", timeout=180_000)
+    expect(page.locator("#cf-status")).to_contain_text("image 2 of 2")
+    wait_idle(page)
+    expect(page.locator("#cf-gallery img")).to_have_count(3)
+    assert len(list(studio.output_dir.glob("clipforge-*-s80[01].png"))) == 2
+    page.context.close()
+
+
+# ---- feature: PNG Info (ours and A1111's), send to generate, send to init image ----
+
+def test_browser_png_info_send_to_generate_and_to_init_image(studio_url, browser, tmp_path):
+    import re
+
+    import torch
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+    from playwright.sync_api import expect
+
+    from clipforge.config import RunConfig
+    from clipforge.outputs import read_config, save_png
+
+    a1111 = tmp_path / "from-a1111.png"
+    info = PngInfo()
+    info.add_text("parameters", "a red circle, masterpiece\nNegative prompt: a blue square\n"
+                  "Steps: 3, Sampler: Euler a, CFG scale: 7, Seed: 1234, Size: 40x32, "
+                  "Model: v1-5-pruned-emaonly")
+    Image.new("RGB", (40, 32), (200, 30, 30)).save(a1111, pnginfo=info)
+    page = open_studio(browser, studio_url.local_url)
+    page.get_by_role("tab", name="PNG Info").click()
+    page.locator("#cf-info-file input[type=file]").set_input_files(str(a1111))
+    expect(page.locator("#cf-info-summary")).to_contain_text("an A1111 PNG (seed 1234)")
+    expect(page.locator("#cf-info-summary")).to_contain_text("not used here: Sampler, CFG scale")
+    expect(page.locator("#cf-info-text textarea")).to_have_value(
+        re.compile("Sampler: Euler a"))
+    expect(page.locator("#cf-info-settings")).to_contain_text("a blue square")
+    expect(page.locator("#cf-info-image img")).to_have_count(1)
+    page.locator("#cf-send-generate").click()
+    expect(page.locator("#cf-prompt textarea")).to_be_visible()  # back on the Generate tab
+    expect(page.locator("#cf-prompt textarea")).to_have_value("a red circle, masterpiece")
+    expect(page.locator("#cf-negative_prompt textarea")).to_have_value("a blue square")
+    for name, value in (("steps", "3"), ("seed", "1234"), ("width", "40"), ("height", "32")):
+        expect(page.locator(f"#cf-{name} input")).to_have_value(value)
+
+    ours = save_png(tmp_path / "ours-init.png", torch.rand(1, 3, 40, 40),
+                    RunConfig(prompt="a green square", seed=9, width=40, height=40))
+    page.get_by_role("tab", name="PNG Info").click()
+    page.locator("#cf-info-file").get_by_role("button", name="Clear").click()
+    page.locator("#cf-info-file input[type=file]").set_input_files(str(ours))
+    expect(page.locator("#cf-info-summary")).to_contain_text("a clipforge PNG (seed 9)")
+    page.locator("#cf-send-init").click()
+    expect(page.locator("#cf-init_image a")).to_have_attribute(
+        "href", re.compile(r"/ours-init\.png$"))
+    expect(page.locator("#cf-status")).to_contain_text("is the init image")
+    out = studio_url.clipforge_studio.output_dir
+    before = set(out.glob("*.png"))
+    page.locator("#cf-generate").click()  # the A1111 settings, with our PNG as the init image
+    expect(page.locator("#cf-status")).to_contain_text("done · step 3/3")
+    (png,) = set(out.glob("*.png")) - before
+    cfg = read_config(png)
+    assert cfg.init_image and cfg.init_image.endswith("ours-init.png")
+    assert (cfg.prompt, cfg.seed, cfg.width, cfg.height) == ("a red circle, masterpiece", 1234,
+                                                             40, 32)
+    page.context.close()

@@ -27,14 +27,15 @@ except ImportError as _e:  # pragma: no cover - exercised by a test with gradio 
                       "pip install 'clipforge[ui]'") from _e
 
 from clipforge.errors import UsageError
+from clipforge.ui import pnginfo_tab
 from clipforge.ui.controls import CSS, HEADER, PAGE_JS, RUN_BUTTONS, control, model_note
-from clipforge.ui.events import REMEMBERED, Events, closed
+from clipforge.ui.events import ESTIMATED, REMEMBERED, Events, closed
+from clipforge.ui.guard import CONCURRENCY_ID, owns_event, waiting
 from clipforge.ui.handlers import OUTPUTS
 from clipforge.ui.inputs import (ADVANCED_FIELDS, IMAGE_FIELDS, RESTORABLE, TEXT_FIELDS,
                                  UI_FIELDS, ui_defaults)
 from clipforge.ui.session import Session, Studio
-
-CONCURRENCY_ID = "clipforge-model"  # every event that touches the model shares this id
+from clipforge.ui.timing import calibrate_start, starting_values
 
 
 def build_demo(*, default_clip: str | Sequence[str] = "shapes",
@@ -54,7 +55,8 @@ def build_demo(*, default_clip: str | Sequence[str] = "shapes",
         max_steps: most steps per run.
         max_cutn: most cutouts per step.
         output_dir: where result PNGs go (a temporary folder by default).
-        overrides: initial control values instead of RunConfig's defaults, e.g. ``{"width": 64}``.
+        overrides: initial control values instead of the starting ones (RunConfig's defaults,
+            then the recommended settings of a bundled default guide), e.g. ``{"width": 64}``.
         studio: an existing :class:`Studio` (shares its model cache); built from the above if None.
 
     Returns:
@@ -63,32 +65,17 @@ def build_demo(*, default_clip: str | Sequence[str] = "shapes",
     studio = studio or Studio(default_clip=default_clip, clip_choices=clip_choices,
                               device=device, max_side=max_side, max_steps=max_steps,
                               max_cutn=max_cutn, output_dir=output_dir)
-    initial = ui_defaults({"clip": tuple(studio.default_clip), **(overrides or {})})
+    generator = (overrides or {}).get("generator", ui_defaults()["generator"])
+    initial = ui_defaults({"clip": tuple(studio.default_clip),
+                           **starting_values(studio.default_clip, generator, UI_FIELDS),
+                           **(overrides or {})})
     with gr.Blocks(title="clipforge studio", analytics_enabled=False,
                    delete_cache=(3600, 3600)) as demo:
         page = _layout(studio, initial)
         _wire(demo, page, Events(studio, waiting=lambda: waiting(demo)))
     demo.queue(default_concurrency_limit=1, max_size=max_queue)
-    demo.clipforge_studio = studio
+    demo.clipforge_studio, demo.clipforge_initial = studio, initial
     return demo
-
-
-def waiting(demo: gr.Blocks) -> list[str]:
-    """Session hashes of the jobs waiting for the model, first in line first."""
-    queue = getattr(demo, "_queue", None)
-    line = queue.event_queue_per_concurrency_id.get(CONCURRENCY_ID) if queue else None
-    return [e.session_hash for e in (line.queue if line else []) if e.session_hash]
-
-
-def owns_event(demo: gr.Blocks, session_hash: str, event_id: str) -> bool:
-    """True when ``event_id`` is a queued or running event of ``session_hash`` (gradio hands an
-    event's id only to whoever queued it)."""
-    queue = getattr(demo, "_queue", None)
-    if queue is None:
-        return False
-    event = queue.event_ids_to_events.get(event_id)
-    return (event is not None and event.session_hash == session_hash) or \
-        event_id in queue.pending_event_ids_session.get(session_hash, ())
 
 
 def _layout(studio: Studio, initial: dict[str, Any]) -> dict[str, Any]:
@@ -104,6 +91,18 @@ def _layout(studio: Studio, initial: dict[str, Any]) -> dict[str, Any]:
         for name in names:
             c[name] = control(name, initial, studio)
 
+    with gr.Tabs(elem_id="cf-tabs") as c["tabs"]:
+        with gr.Tab("Generate", id=pnginfo_tab.TAB_GENERATE, elem_id="cf-tab-generate"):
+            _generate_tab(c, place, studio)
+        with gr.Tab("PNG Info", id=pnginfo_tab.TAB_INFO, elem_id="cf-tab-pnginfo"):
+            pnginfo_tab.layout(c)
+    missing = (set(UI_FIELDS) | set(OUTPUTS)) - set(c)
+    assert not missing, sorted(missing)
+    return c
+
+
+def _generate_tab(c: dict[str, Any], place, studio: Studio) -> None:
+    """The Generate tab: prompts, buttons, settings on the left; the run's displays on the right."""
     with gr.Row():
         with gr.Column(scale=5):
             place(*TEXT_FIELDS)
@@ -120,6 +119,7 @@ def _layout(studio: Studio, initial: dict[str, Any]) -> dict[str, Any]:
                                       elem_id="cf-stop")
                 c["cancel"] = gr.Button("Cancel", variant="stop", visible=False,
                                         elem_id="cf-cancel")
+            c["estimate"] = gr.Markdown("", elem_id="cf-estimate")
             c["message"] = gr.Markdown("", elem_id="cf-message")
             with gr.Row():
                 place("clip", "generator")
@@ -131,26 +131,29 @@ def _layout(studio: Studio, initial: dict[str, Any]) -> dict[str, Any]:
                 place("seed")
                 c["randomize"] = gr.Button("Random seed", size="sm", elem_id="cf-randomize")
                 c["last_seed"] = gr.Button("Last seed", size="sm", elem_id="cf-last-seed")
+            with gr.Row():
+                place("batch_count", "save_video")
             place("preview_every")
-            with gr.Accordion("Image prompts and init image", open=False):
+            with gr.Accordion("Image prompts and init image", open=False) as c["images_box"]:
                 place(*IMAGE_FIELDS)
             with gr.Accordion("More settings", open=False):
                 place(*ADVANCED_FIELDS)
-            c["restore"] = gr.File(label="Drop a clipforge PNG here to restore its settings",
+            c["restore"] = gr.File(label="Drop a clipforge or A1111 PNG here to restore its "
+                                   "settings",
                                    file_types=[".png"], height=120, elem_id="cf-restore")
         with gr.Column(scale=6):
             c["preview"] = gr.Image(label="Preview", type="pil", format="png",
                                     interactive=False, height=384, elem_id="cf-preview")
             c["status"] = gr.Markdown("idle", elem_id="cf-status")
+            c["progress"] = gr.HTML("", elem_id="cf-progress")
             c["plot"] = gr.LinePlot(None, x="step", y="loss", color="part", title="Loss parts",
                                     height=220, elem_id="cf-plot")
             c["download"] = gr.File(label="Result PNG (settings embedded)", interactive=False,
                                     elem_id="cf-download")
+            c["video"] = gr.Video(label="Progress video (MP4)", interactive=False, height=220,
+                                  buttons=["download"], elem_id="cf-video")
             c["gallery"] = gr.Gallery(label=f"Your results (saved in {studio.output_dir})",
                                       columns=4, height=220, elem_id="cf-gallery")
-    missing = (set(UI_FIELDS) | set(OUTPUTS)) - set(c)
-    assert not missing, sorted(missing)
-    return c
 
 
 def _wire(demo: gr.Blocks, c: dict[str, Any], h: Events) -> None:
@@ -165,13 +168,18 @@ def _wire(demo: gr.Blocks, c: dict[str, Any], h: Events) -> None:
         validator=_named(h.validate, api_names), api_name="generate",
         api_description="Run one generation; streams previews, loss plot and progress, "
                         "then the result PNG (settings embedded). Leave owner empty.", **model)
+    mine = [owner, session]
     steer = [c["prompt"], c["negative_prompt"], c["lr"], c["preview_every"], owner, session]
     resume_event = c["resume"].click(h.resume, steer, outputs, validator=h.validate_steer,
                                      api_visibility="private", **model)
-    mine = [owner, session]
+    estimate = dict(fn=h.estimate, inputs=[*(c[n] for n in UI_FIELDS), *mine],
+                    outputs=c["estimate"], show_progress="hidden", **private)
     demo.load(h.opened, [c["saved"], session],
               [owner, c["generate"], c["saved"], c["gallery"], c["history"],
-               *(c[n] for n in REMEMBERED)], **private)
+               *(c[n] for n in REMEMBERED)], **private).then(**estimate)
+    for name in ESTIMATED:
+        c[name].change(**estimate)
+    pnginfo_tab.wire(c, h, **private)
     c["generate"].click(h.remember, [*(c[n] for n in REMEMBERED), c["saved"], *mine],
                         [c["saved"], c["history"]], **private)
     c["history"].input(h.pick_history, c["history"], c["prompt"], **private)
@@ -229,7 +237,8 @@ def launch(host: str = "127.0.0.1", port: int = 7860, auth: str | tuple[str, str
            max_side: int = 1024, max_steps: int = 10_000, max_cutn: int = 64,
            output_dir: str | None = None,
            max_file_size: str | int = "10mb", overrides: dict[str, Any] | None = None,
-           prevent_thread_lock: bool = False, quiet: bool = False) -> gr.Blocks:
+           prevent_thread_lock: bool = False, quiet: bool = False,
+           calibrate: bool = True) -> gr.Blocks:
     """Serve the studio (``clipforge ui``) with safe defaults.
 
     Binds 127.0.0.1, no share link, monitoring and MCP off, uploads capped at
@@ -252,6 +261,8 @@ def launch(host: str = "127.0.0.1", port: int = 7860, auth: str | tuple[str, str
         overrides: initial control values instead of RunConfig's defaults.
         prevent_thread_lock: return at once (the server runs in a thread), for tests/notebooks.
         quiet: print nothing at start.
+        calibrate: time a few steps of the starting settings now (the page's "about N s"
+            before the first run; the default models are then loaded for it).
 
     Returns:
         the launched ``gr.Blocks`` (``demo.local_url``; ``demo.close()`` stops it).
@@ -269,6 +280,8 @@ def launch(host: str = "127.0.0.1", port: int = 7860, auth: str | tuple[str, str
                       max_cutn=max_cutn,
                       output_dir=output_dir, overrides=overrides)
     studio: Studio = demo.clipforge_studio
+    if calibrate:
+        calibrate_start(studio, demo.clipforge_initial)
     # result PNGs are handed to gradio, which copies them into its cache; a folder outside the
     # temporary directory must be allowed for that copy (and only then)
     inside_tmp = Path(tempfile.gettempdir()).resolve() in studio.output_dir.resolve().parents

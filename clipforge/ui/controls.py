@@ -16,13 +16,16 @@ from typing import Any, Sequence
 import gradio as gr
 
 from clipforge.config import FIELDS, field_help
-from clipforge.errors import ConfigError, UsageError
+from clipforge.errors import UsageError
 from clipforge.fields import range_text
-from clipforge.ui.inputs import MAX_PREVIEW_EVERY, studio_limits, upload_path
+from clipforge.ui.inputs import MAX_BATCH_COUNT, MAX_PREVIEW_EVERY, studio_limits
+from clipforge.ui.uploads import upload_path
 from clipforge.ui.session import Studio, bundled_present
 
 # previews are small images: show them large, with crisp pixels
-CSS = "#cf-preview img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }"
+CSS = ("#cf-preview img { image-rendering: pixelated; width: 100%; height: 100%; "
+       "object-fit: contain; } #cf-progress progress { width: 70%; height: 14px; "
+       "vertical-align: middle; }")
 
 # runs once in the page: Ctrl+Enter (Cmd+Enter) presses Generate; the tab's title carries the
 # progress ("step 12/50 · clipforge studio"), so a run can be followed from another tab
@@ -52,6 +55,7 @@ LABELS = {
     "generator": "Generator", "generator_options": "Generator options (JSON)",
     "width": "Width", "height": "Height", "steps": "Steps", "lr": "Learning rate",
     "cutn": "Cutouts", "seed": "Seed", "preview_every": "Preview every k steps",
+    "batch_count": "Batch count", "save_video": "Progress video (MP4)",
     "init_image": "Init image", "init_weight": "Init image weight",
     "image_prompts": "Image prompts", "image_prompt_weight": "Image prompt weight",
     "optimizer": "Optimizer", "schedule": "LR schedule", "warmup_steps": "Warm-up steps",
@@ -62,8 +66,9 @@ LABELS = {
 HEADER = """# clipforge studio
 Type a prompt and press **Generate**: an image is pushed, step by step, toward what a CLIP
 model sees in your words. **Pause** to edit the prompt, its `:weights` or the learning rate,
-then **Resume** — the optimizer keeps its state. Drop a clipforge PNG below to restore its
-settings. Prompt syntax: `a red circle:1.5 | a blue background | noise:-0.5`."""
+then **Resume** — the optimizer keeps its state. Drop a clipforge (or A1111) PNG below to
+restore its settings, or read one in **PNG Info**. Prompt syntax:
+`a red circle:1.5 | a blue background | noise:-0.5`."""
 
 
 def model_note(studio: Studio) -> str:
@@ -120,6 +125,13 @@ def control(name: str, initial: dict[str, Any], studio: Studio) -> gr.components
     if name == "image_prompt_weight":
         return gr.Number(value=value, label=label, info="Weight of each image prompt "
                          "(negative steers away).", elem_id=elem_id)
+    if name == "batch_count":
+        return gr.Number(value=value, label=label, precision=0, elem_id=elem_id,
+                         info=f"Images per Generate, seeds k, k+1, ... (1..{MAX_BATCH_COUNT}).")
+    if name == "save_video":
+        return gr.Checkbox(value=value, label=label, elem_id=elem_id,
+                           info="Keep a frame every preview interval; the run's MP4 (and GIF) "
+                                "is written beside its PNG and shown after the run.")
     if name == "preview_every":
         return gr.Slider(1, 50, value=value, step=1, label=label, elem_id=elem_id,
                          info=f"Send a preview and loss point every k steps (1..50 here, "
@@ -176,9 +188,9 @@ def options_info(name: str) -> str:
 # cannot change while a run is paused (the steerable ones are the prompts, lr, preview interval)
 RUN_BUTTONS = ("generate", "pause", "resume", "stop", "cancel")
 LOCKED_WHILE_PAUSED = ("clip", "generator", "generator_options", "width", "height", "steps",
-                       "cutn", "seed", "init_image", "init_weight", "image_prompts",
-                       "image_prompt_weight", "optimizer", "schedule", "warmup_steps", "cut_pow",
-                       "augment", "tv_weight", "range_weight")
+                       "cutn", "seed", "batch_count", "save_video", "init_image", "init_weight",
+                       "image_prompts", "image_prompt_weight", "optimizer", "schedule",
+                       "warmup_steps", "cut_pow", "augment", "tv_weight", "range_weight")
 STATE_OUTPUTS = RUN_BUTTONS + LOCKED_WHILE_PAUSED
 PAGE_STATES = ("idle", "queued", "running", "paused")
 
@@ -206,21 +218,20 @@ def page_state(state: str, resumable: bool = True) -> tuple:
 
 
 def restore_controls(file, names: Sequence[str]) -> list[Any]:
-    """Settings from a dropped clipforge PNG, as values of the controls ``names``, then a status.
+    """Settings from a dropped PNG (clipforge's or A1111's), as values of the controls
+    ``names`` (those it does not set are left as they are), then a status line.
 
     Args:
         file: the upload (a path or gradio's file object).
         names: the controls to fill, in order.
     """
-    from clipforge.outputs import read_config
+    from clipforge.ui.pnginfo import control_values, read_info
 
-    try:
-        cfg = read_config(upload_path(file))
-    except ConfigError as e:
-        gr.Warning(f"cannot restore settings: {e}")
+    info = read_info(upload_path(file))
+    if not info.settings:
+        gr.Warning(f"cannot restore settings: {info.problem}")
         return [gr.skip() for _ in names] + ["cannot restore: the file carries no clipforge "
-                                             "settings"]
-    d = cfg.to_dict()
-    values = [(json.dumps(d[n]) if d[n] else "") if n == "generator_options" else d[n]
-              for n in names]
-    return values + [f"restored the settings of a clipforge PNG (seed {cfg.seed})"]
+                                             "or A1111 settings"]
+    values = control_values(info, names)
+    return [values.get(n, gr.skip()) for n in names] + [f"restored the settings of "
+                                                        f"{info.describe()}"]

@@ -14,13 +14,18 @@ import gradio as gr
 
 from clipforge.ui.controls import (RUN_BUTTONS, generator_info, options_info, page_state,
                                    restore_controls)
-from clipforge.ui.handlers import Handlers, show
-from clipforge.ui.inputs import RESTORABLE, InputError, random_seed
+from clipforge.ui.handlers import show
+from clipforge.ui.inputs import (PAGE_ONLY, RESTORABLE, UI_FIELDS, InputError, batch_count,
+                                 random_seed)
+from clipforge.ui.jobs import Jobs
 from clipforge.ui.session import Session, is_client_id, new_client_id
 
 # the settings a reload brings back (kept in the browser's storage at each Generate)
-REMEMBERED = RESTORABLE + ("image_prompt_weight", "preview_every")
+REMEMBERED = RESTORABLE + PAGE_ONLY
 MAX_HISTORY = 20  # prompts kept in the history, newest first
+# the settings that change how long a run takes: the estimate is said again when one changes
+ESTIMATED = ("clip", "generator", "generator_options", "width", "height", "steps", "cutn",
+             "batch_count", "augment", "init_image", "image_prompts")
 
 
 def closed(sess: Session | None) -> None:
@@ -29,8 +34,9 @@ def closed(sess: Session | None) -> None:
         sess.stop()
 
 
-class Events(Handlers):
-    """Every event of the page: Generate and Resume (:class:`Handlers`) and the small ones.
+class Events(Jobs):
+    """Every event of the page: Generate and Resume (:class:`~clipforge.ui.jobs.Jobs`) and the
+    small ones.
 
     Args:
         studio: the shared models, limits and step lock.
@@ -82,6 +88,21 @@ class Events(Handlers):
             p for p in old or [] if isinstance(p, str)]))[:MAX_HISTORY]
         return ({"client": sess.client, "values": values, "history": history},
                 gr.update(choices=history, value=None))
+
+    def estimate(self, *args) -> str:
+        """What a run of the page's values will take ("about N s", from measured step times;
+        see :mod:`clipforge.ui.timing`); nothing while a value is invalid (the validator says
+        why at Generate)."""
+        *values, owner, sess = args
+        if sess is None or not sess.owns(owner):
+            return gr.skip()
+        page = dict(zip(UI_FIELDS, values))
+        page["prompt"] = page.get("prompt") or "a red circle"  # the time does not depend on it
+        try:
+            cfg, _ = self.studio.config_from_values(page)
+            return self.studio.timings.text(cfg, batch_count(self.studio, page, cfg))
+        except InputError:
+            return ""
 
     def pick_history(self, prompt):
         """A prompt picked from the history goes back into the prompt box."""

@@ -1,4 +1,5 @@
-"""An ASGI middleware that lets only a job's owner cancel it through gradio's ``/cancel`` route.
+"""Who owns a queued job: an ASGI middleware that lets only a job's owner cancel it through
+gradio's ``/cancel`` route, and what the queue says about a session's jobs.
 
 gradio's ``POST /gradio_api/cancel`` cancels the running task of ``session_hash`` and
 ``fn_index`` whatever ``event_id`` it is sent, so anyone who learns a session's hash can stop
@@ -13,6 +14,25 @@ import json
 from typing import Callable
 
 CANCEL_SUFFIX = "/cancel"
+CONCURRENCY_ID = "clipforge-model"  # every event that touches the model shares this id
+
+
+def waiting(demo) -> list[str]:
+    """Session hashes of the jobs waiting for the model, first in line first."""
+    queue = getattr(demo, "_queue", None)
+    line = queue.event_queue_per_concurrency_id.get(CONCURRENCY_ID) if queue else None
+    return [e.session_hash for e in (line.queue if line else []) if e.session_hash]
+
+
+def owns_event(demo, session_hash: str, event_id: str) -> bool:
+    """True when ``event_id`` is a queued or running event of ``session_hash`` (gradio hands an
+    event's id only to whoever queued it)."""
+    queue = getattr(demo, "_queue", None)
+    if queue is None:
+        return False
+    event = queue.event_ids_to_events.get(event_id)
+    return (event is not None and event.session_hash == session_hash) or \
+        event_id in queue.pending_event_ids_session.get(session_hash, ())
 
 
 class OwnedCancel:

@@ -1,12 +1,11 @@
-"""What Generate and Resume do: check, load and stream a run (:class:`Handlers`).
+"""How the studio streams one run (:class:`Handlers`): load it, step it, keep its image.
 
-Generate and Resume are checked by a validator *before* they take a queue slot
-(:meth:`Handlers.validate`, :meth:`Handlers.validate_steer`), then load the run under the
-studio's step lock and stream it (:meth:`Handlers.drive`): previews, the loss plot and the
-progress line, until it ends (saved to the gallery), is paused (kept for Resume) or is stopped
-(its last image saved as a partial result). Every streamed update is a tuple in the order of
-:data:`OUTPUTS`. The small events (pause, stop, cancel, the queue place, ...) are
-:class:`clipforge.ui.events.Events`, a subclass.
+A run is loaded under the studio's step lock and streamed (:meth:`Handlers.drive`): previews,
+the loss plot, the progress line and bar, until it ends (saved to the gallery, with its
+progress video when asked for), is paused (kept for Resume) or is stopped (its last image saved
+as a partial result). Every streamed update is a tuple in the order of :data:`OUTPUTS`.
+Generate and Resume (checks, batches) are :class:`clipforge.ui.jobs.Jobs`, a subclass; the small
+events (pause, stop, cancel, the queue place, ...) are :class:`clipforge.ui.events.Events`.
 
 Errors: whatever ends a job (bad input, a model that cannot load, divergence, out of memory, a
 bug) first sends an idle page with the error next to the buttons, then is raised as a
@@ -24,12 +23,13 @@ import gradio as gr
 
 from clipforge.errors import RunError, UsageError
 from clipforge.ui.controls import STATE_OUTPUTS, page_state, plot_update
-from clipforge.ui.inputs import UI_FIELDS, InputError
-from clipforge.ui.live import LiveRun, Result, loss_frame, progress_text
+from clipforge.ui.inputs import InputError
+from clipforge.ui.live import LiveRun, Result, loss_frame, progress_bar, progress_text
 from clipforge.ui.session import Session, Studio
 
-# what every streaming event updates, in this order: five displays, then the page's state
-DISPLAYS = ("preview", "plot", "status", "gallery", "download", "message")
+# what every streaming event updates, in this order: the displays, then the page's state
+DISPLAYS = ("preview", "plot", "status", "gallery", "download", "message", "progress", "video",
+            "estimate")
 OUTPUTS = DISPLAYS + STATE_OUTPUTS
 STATUS_SECONDS = 0.5  # the progress line updates at least this often between previews
 _log = logging.getLogger("clipforge.ui")
@@ -85,104 +85,14 @@ def validation(names: Sequence[str], err: InputError | None = None) -> list:
 
 
 class Handlers:
-    """Generate and Resume, over one server's :class:`~clipforge.ui.session.Studio`.
+    """Streaming runs over one server's :class:`~clipforge.ui.session.Studio`.
 
     Args:
-        studio: the shared models, limits and step lock.
+        studio: the shared models, limits, step lock and timings.
     """
 
     def __init__(self, studio: Studio):
         self.studio = studio
-
-    # ---- Generate ----
-
-    def validate(self, *args):
-        """Check the page's values before a job is queued; a bad one is marked on its control.
-
-        Args:
-            args: the values of :data:`~clipforge.ui.inputs.UI_FIELDS`, the owner token, the
-                Session.
-        """
-        *values, owner, sess = args
-        try:
-            self.studio.check_owner(sess, owner, "generate")
-            self.studio.config_from_values(dict(zip(UI_FIELDS, values)))
-        except InputError as e:
-            return validation([*UI_FIELDS, "owner", "session"], e)
-        return validation(args)
-
-    def generate(self, *args):
-        """Run one generation from the page's values, streaming :data:`OUTPUTS` updates.
-
-        Args: as :meth:`validate`.
-        """
-        *values, owner, sess = args  # the validator checked them too; the job does not rely on it
-        yield from self.recovering(sess, self._generate(values, owner, sess))
-
-    def _generate(self, values, owner, sess: Session):
-        guarded(lambda: self.studio.check_owner(sess, owner, "generate"))
-        if sess.paused is not None:
-            raise gr.Error("a run is paused in this session: Resume or Stop it first",
-                           print_exception=False)
-        cfg, every = guarded(lambda: self.studio.config_from_values(dict(zip(UI_FIELDS,
-                                                                             values))))
-        job = self.studio.start_job()
-        sess.begin(job)
-        sess.last_seed = cfg.seed
-        yield show(plot=plot_update(None), status="loading the model…", message="",
-                   gallery=self.gallery(sess), state="running")
-        live = guarded(lambda: self.load(cfg))
-        yield from self.drive(live, sess, job, every)
-
-    # ---- Resume a paused run, steered ----
-
-    def validate_steer(self, prompt, negative_prompt, lr, preview_every, owner, sess):
-        """Check the steering (and that a run is paused) before Resume is queued.
-
-        Args:
-            prompt, negative_prompt, lr, preview_every: the steering controls' values.
-            owner: the page's owner token; sess: the tab's Session.
-        """
-        names = ("prompt", "negative_prompt", "lr", "preview_every", "owner", "session")
-        try:
-            self.studio.check_owner(sess, owner, "resume")
-            self._check_steer(prompt, negative_prompt, lr, preview_every, sess)
-        except InputError as e:
-            return validation(names, e)
-        return validation(names)
-
-    def resume(self, prompt, negative_prompt, lr, preview_every, owner, sess):
-        """Steer the session's paused run and go on with it, streaming :data:`OUTPUTS` updates.
-
-        Args: as :meth:`validate_steer`.
-        """
-        yield from self.recovering(sess, self._resume(prompt, negative_prompt, lr,
-                                                      preview_every, owner, sess))
-
-    def _resume(self, prompt, negative_prompt, lr, preview_every, owner, sess: Session):
-        guarded(lambda: self.studio.check_owner(sess, owner, "resume"))
-        every = guarded(lambda: self._check_steer(prompt, negative_prompt, lr, preview_every, sess))
-        live = sess.paused
-        job = self.studio.start_job()
-        sess.begin(job)
-        sess.paused = None
-        try:
-            with self.studio.step_lock:
-                guarded(lambda: live.steer(prompt or "", negative_prompt or "", float(lr)))
-        except gr.Error:
-            self.studio.hold_paused(sess, live)  # bad steering: the run stays paused
-            raise
-        yield show(plot=plot_update(loss_frame(live)), status=progress_text(live, 0, 0, "resuming"),
-                   message="", state="running")
-        yield from self.drive(live, sess, job, every)
-
-    def _check_steer(self, prompt, negative_prompt, lr, preview_every, sess) -> int:
-        if sess is None or sess.paused is None:
-            why = f" (the paused run was {sess.dropped_reason})" if sess and \
-                sess.dropped_reason else ""
-            raise InputError("prompt", f"nothing to resume: no run is paused in this session{why}")
-        return self.studio.check_steering(sess.paused.current, prompt, negative_prompt, lr,
-                                          preview_every)
 
     # ---- the run ----
 
@@ -224,7 +134,7 @@ class Handlers:
         from clipforge.images import to_pil
 
         studio, steps, can = self.studio, live.steps(), live.resumable
-        seg_steps, seg_seconds, paused, last_sent = 0, 0.0, False, 0.0
+        seg_steps, seg_seconds, paused, last_sent, times = 0, 0.0, False, 0.0, []
         try:
             while not sess.should_stop(job):
                 with studio.step_lock:
@@ -236,6 +146,9 @@ class Handlers:
                 live.seconds += dt
                 seg_seconds += dt
                 seg_steps += 1
+                times.append(dt)  # the first of a segment carries its warm-up: not timed
+                if live.frames is not None:
+                    live.frames(step)
                 now = time.perf_counter()
                 if step.i == step.total or (step.i % every == 0 and
                                             now - last_sent >= studio.min_preview_seconds):
@@ -244,19 +157,22 @@ class Handlers:
                     live.last_preview = to_pil(step.image)
                     yield show(preview=live.last_preview, plot=plot_update(loss_frame(live)),
                                status=progress_text(live, seg_steps, seg_seconds),
-                               state="running", resumable=can)
+                               progress=progress_bar(live), state="running", resumable=can)
                 elif now - last_sent >= STATUS_SECONDS:
                     # progress text only; each yield is also where a cancelled job ends
                     last_sent = now
                     yield show(status=progress_text(live, seg_steps, seg_seconds),
-                               state="running", resumable=can)
+                               progress=progress_bar(live), state="running", resumable=can)
                 if sess.pause_requested.is_set() and can and not live.done:
                     studio.hold_paused(sess, live)
                     paused = True
+                    studio.timings.record(live.config, times[1:], "by an earlier run")
                     yield show(plot=plot_update(loss_frame(live)), status=progress_text(
                         live, seg_steps, seg_seconds, "paused") + " — edit the prompt, weights "
                         "or learning rate, then Resume", state="paused")
                     return
+            # the step time of these settings, which "about N s" says from now on
+            studio.timings.record(live.config, times[1:], "by an earlier run")
             if sess.should_stop(job) and not live.done:
                 yield self.keep(live, sess, stopped=True)
             else:
@@ -268,10 +184,12 @@ class Handlers:
 
     def keep(self, live: LiveRun, sess: Session, stopped: bool,
              segment: tuple[int, float] = (0, 0.0)) -> tuple:
-        """Save the run's image to the output folder and the gallery; the page goes idle.
+        """Save the run's image (and its progress video) to the output folder and the gallery;
+        the page goes idle unless more images of its batch follow.
 
         A stopped run's image is saved too, marked as partial (in its file name, its
-        ``clipforge_note`` and its caption), as A1111 keeps an interrupted image.
+        ``clipforge_note`` and its caption), as A1111 keeps an interrupted image; the images
+        of its batch not made yet are not made.
 
         Args:
             live: the run; sess: its Session; stopped: it was stopped before its last step;
@@ -289,10 +207,16 @@ class Handlers:
         caption = f"{live.config.prompt[:60]} · seed {live.config.seed}" + (
             f" · stopped at step {live.i}/{live.total}" if stopped else "")
         sess.add_result(Result(path, caption))
+        k, n = live.batch
         status = (f"stopped at step {live.i}/{live.total} · kept as a partial result"
+                  + (f" · image {k} of {n}" if n > 1 else "")
                   if stopped else progress_text(live, *segment, "done"))
+        video = live.video_of(path)
         return show(preview=image, plot=plot_update(loss_frame(live)), status=status, message="",
-                    gallery=self.gallery(sess), download=str(path), state="idle")
+                    estimate=self.studio.timings.text(live.config, n),
+                    gallery=self.gallery(sess), download=str(path), progress=progress_bar(live),
+                    video=str(video) if video else None,
+                    state="running" if k < n and not stopped else "idle")
 
     def gallery(self, sess: Session) -> list[tuple[str, str]]:
         """The gallery of ``sess``: its results, newest first."""

@@ -13,39 +13,42 @@ object with ``max_side``, ``max_steps``, ``clip_choices`` and ``allow_pretrained
 from __future__ import annotations
 
 import math
-import os
 import secrets
 from contextlib import contextmanager
 from typing import Any, Sequence
 
 from clipforge.config import FIELDS, MIN_SIDE, RunConfig, field_defaults, merge
 from clipforge.errors import ConfigError, UsageError
+from clipforge.ui.uploads import check_image_size, check_no_server_paths, upload_path
 
 # Settings the studio takes from the page, in the order of the generate endpoint's parameters.
-# Everything but the UI-only ones (image_prompt_weight, preview_every) is a RunConfig field.
+# Everything but the UI-only ones (image_prompt_weight, batch_count, preview_every) is a
+# RunConfig field; save_video records a frame every preview_every steps (save_every).
 TEXT_FIELDS = ("prompt", "negative_prompt")
 IMAGE_FIELDS = ("init_image", "init_weight", "image_prompts", "image_prompt_weight")
 MODEL_FIELDS = ("clip", "generator", "generator_options")
-MAIN_FIELDS = ("width", "height", "steps", "lr", "cutn", "seed", "preview_every")
+MAIN_FIELDS = ("width", "height", "steps", "lr", "cutn", "seed", "batch_count", "preview_every",
+               "save_video")
 ADVANCED_FIELDS = ("optimizer", "schedule", "warmup_steps", "cut_pow", "augment", "tv_weight",
                    "range_weight", "keep_best")
 UI_FIELDS = TEXT_FIELDS + MODEL_FIELDS + MAIN_FIELDS + IMAGE_FIELDS + ADVANCED_FIELDS
 # RunConfig fields the page does not offer: the server operator picks the device and its
-# arithmetic (precision's auto suits the machine; compile is a long first step for a shared
-# queue), and progress frames are a CLI feature.
-NOT_IN_UI = ("device", "precision", "compile", "save_every", "save_video")
+# arithmetic (the guide's recommended precision, else auto; compile is a long first step for a
+# shared queue); the frame interval of a progress video is the preview interval.
+NOT_IN_UI = ("device", "precision", "compile", "save_every")
 # Settings a dropped clipforge PNG restores (the uploads and page-only settings are not in it).
-RESTORABLE = tuple(n for n in UI_FIELDS if n not in ("init_image", "image_prompts",
-                                                     "image_prompt_weight", "preview_every"))
+PAGE_ONLY = ("image_prompt_weight", "batch_count", "preview_every")
+RESTORABLE = tuple(n for n in UI_FIELDS
+                   if n not in ("init_image", "image_prompts", *PAGE_ONLY))
 # Numeric settings that must be given (a cleared number box arrives as None).
 _NEEDED = ("generator", "init_weight", "width", "height", "steps", "lr", "cutn", "seed",
-           *ADVANCED_FIELDS)
+           "save_video", *ADVANCED_FIELDS)
 
 # The studio refuses absurd prompt lengths before anything is tokenised (BAD_INPUTS rows 2, 32):
 # CLIP reads ~77 tokens (a few hundred characters); 20,000 leave room for long prompt lists.
 UI_MAX_PROMPT_CHARS = 20_000
 MAX_PREVIEW_EVERY = 1000
-UI_MAX_IMAGE_PIXELS = 4096 * 4096  # uploads are decoded while checking; keep that bounded
+MAX_BATCH_COUNT = 16  # images per Generate (their steps together stay within max_steps)
 RANDOM_SEED_LIMIT = 2**53  # seeds drawn by the studio stay exact in the browser's numbers
 
 
@@ -77,7 +80,7 @@ def ui_defaults(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         UsageError: an unknown setting or a value out of range, naming it.
     """
     d = field_defaults()
-    d.update({"image_prompt_weight": 1.0, "preview_every": 5})
+    d.update({"image_prompt_weight": 1.0, "batch_count": 1, "preview_every": 5})
     overrides = dict(overrides or {})
     bad = sorted(set(overrides) - set(d))
     if bad:
@@ -86,6 +89,7 @@ def ui_defaults(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     d.update(merge({k: v for k, v in overrides.items() if k in FIELDS}))  # checked, coerced
     _number("image_prompt_weight", d["image_prompt_weight"])
     _whole("preview_every", d["preview_every"], 1, MAX_PREVIEW_EVERY)
+    _whole("batch_count", d["batch_count"], 1, MAX_BATCH_COUNT)
     return d
 
 
@@ -97,10 +101,12 @@ def config_from_values(studio, values: dict[str, Any]) -> tuple[RunConfig, int]:
         values: control name -> page value, for the names of :data:`UI_FIELDS`.
 
     Returns:
-        the settings (a drawn seed in place of -1) and the preview interval in steps.
+        the settings (a drawn seed in place of -1; the guide's recommended settings for what
+        the page does not offer, see :meth:`RunConfig.from_settings`) and the preview interval
+        in steps. A progress video keeps a frame every preview interval.
 
     Raises:
-        InputError: naming the control and the allowed range.
+        InputError: naming the control and the allowed range (the batch count too).
     """
     from clipforge import registry
     from clipforge.guidance.prompts import prompts_from_config
@@ -120,23 +126,55 @@ def config_from_values(studio, values: dict[str, Any]) -> tuple[RunConfig, int]:
         if name in values:
             page[name] = values[name]
     _check_studio_limits(studio, values)
-    with _on_control():
-        cfg = RunConfig(**merge(page))
     every = _whole("preview_every", values.get("preview_every", 5), 1, MAX_PREVIEW_EVERY)
+    with _on_control():
+        given = merge(page)
+        given["save_every"] = every if given.get("save_video") else 0  # the video's frames
+        cfg = RunConfig.from_settings(given)
+    if cfg.save_video:
+        with _on_control("save_video"):
+            from clipforge.frames import video_encoder
+
+            video_encoder()
     check_clip(studio, cfg.clip)
     with _on_control():
         registry.check_generator(cfg.generator, cfg.width, cfg.height, cfg.generator_options,
                                  init_image=cfg.init_image is not None, steps=cfg.steps)
-        _check_no_server_paths(cfg.generator_options)
+        check_no_server_paths(cfg.generator_options)
         prompts_from_config(cfg)
     files = [("init_image", cfg.init_image)] if cfg.init_image else []
     for field_name, path in files + [("image_prompts", p) for p in image_prompts]:
-        _check_image_size(field_name, path)
         with _on_control(field_name):
+            check_image_size(field_name, path)
             load_image(path, field=field_name)
     if cfg.seed == -1:  # drawn here, so it is shown, saved and exact in the browser
         cfg = cfg.replace(seed=random_seed())
+    batch_count(studio, values, cfg)
     return cfg, every
+
+
+def batch_count(studio, values: dict[str, Any], cfg: RunConfig) -> int:
+    """The number of images one Generate makes (seeds ``cfg.seed`` .. ``cfg.seed + n - 1``).
+
+    Args:
+        studio: supplies ``max_steps``, which bounds the steps of the whole batch (one job
+            holds the model for all of them).
+        values: the page's values (``batch_count``: 1 when absent).
+        cfg: the first image's settings (a concrete seed).
+
+    Raises:
+        InputError: (control ``batch_count``, or ``seed`` when the last seed would overflow).
+    """
+    from clipforge.config import MAX_SEED
+
+    n = _whole("batch_count", values.get("batch_count", 1), 1, MAX_BATCH_COUNT)
+    if n * cfg.steps > studio.max_steps:
+        raise InputError("batch_count", f"batch_count: {n} images of {cfg.steps} steps are "
+                         f"{n * cfg.steps} steps; this studio allows {studio.max_steps} per "
+                         "Generate")
+    if cfg.seed + n - 1 > MAX_SEED:
+        raise InputError("seed", f"seed: {cfg.seed} + {n - 1} is more than {MAX_SEED}")
+    return n
 
 
 def check_steering(base: RunConfig, prompt: Any, negative_prompt: Any, lr: Any,
@@ -187,19 +225,6 @@ def check_clip(studio, specs: Sequence[str]) -> None:
                             if studio.allow_pretrained else ""))
 
 
-def upload_path(value: Any) -> str | None:
-    """The server path of an upload, or None when there is none.
-
-    Args:
-        value: what gradio passes for a file: a str path, a dict or an object with ``.path``.
-    """
-    if value is None or value == "":
-        return None
-    if isinstance(value, dict):
-        value = value.get("path")
-    return str(getattr(value, "path", value))
-
-
 @contextmanager
 def _on_control(field_name: str | None = None):
     """Re-raise a UsageError from the block as an InputError on its control (or ``field_name``)."""
@@ -247,33 +272,6 @@ def _check_texts(texts) -> None:
         if text and len(text) > UI_MAX_PROMPT_CHARS:
             raise InputError(name, f"{name}: {len(text):,} characters; the studio accepts "
                              f"at most {UI_MAX_PROMPT_CHARS:,} (CLIP reads ~77 tokens)")
-
-
-def _check_no_server_paths(options: dict[str, Any]) -> None:
-    """Generator options from the page may name hub models, never files on the server."""
-    for key, value in options.items():
-        for v in (value if isinstance(value, (list, tuple)) else [value]):
-            if not isinstance(v, str):
-                continue
-            if (os.path.isabs(v) or v.startswith((".", "~")) or ".." in v or "\\" in v
-                    or os.path.lexists(v)):
-                raise InputError("generator_options", f"generator_options: {key}={v!r} names a "
-                                 "file or folder; the studio accepts model names only (the "
-                                 "server's operator can offer local models)")
-
-
-def _check_image_size(field_name: str, path: str) -> None:
-    """Refuse uploads that decode to more than UI_MAX_IMAGE_PIXELS, reading only the header."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            w, h = img.size
-    except Exception:  # unreadable: load_image names the reason
-        return
-    if w * h > UI_MAX_IMAGE_PIXELS:
-        raise InputError(field_name, f"{field_name}: {w}x{h} is larger than the studio's "
-                         f"{UI_MAX_IMAGE_PIXELS:,}-pixel limit for uploads")
 
 
 def _number(name: str, value: Any) -> float:

@@ -42,8 +42,10 @@ class LiveRun:
     """
 
     def __init__(self, cfg: RunConfig, studio):
+        from clipforge.frames import recorder_for
         from clipforge.runner import Run
 
+        self.frames = recorder_for(cfg)          # the progress video's frames, if asked for
         self.run = Run(cfg, cache=studio.cache, device=studio.device)
         self.config = self.run.config          # as started (what the PNG records)
         self.current = self.config             # with the steering applied
@@ -52,6 +54,7 @@ class LiveRun:
         self.steering: list[dict[str, Any]] = []
         self.seconds = 0.0                       # time spent stepping, over all segments
         self.last_preview = None                 # PIL image of the latest preview
+        self.batch = (1, 1)                      # image k of the n one Generate makes
 
     @property
     def opt(self):
@@ -133,7 +136,8 @@ class LiveRun:
             self.history.append({"step": step.i, "part": name, "loss": float(value)})
 
     def save(self, path: Path, note: str = "") -> Path:
-        """Write the current image as a PNG carrying the settings and any steering.
+        """Write the current image as a PNG carrying the settings and any steering (and its
+        progress video beside it, ``.mp4`` and ``.gif``, when one was asked for).
 
         Args:
             path: the PNG to write (atomically).
@@ -146,8 +150,18 @@ class LiveRun:
             extra["clipforge_steering"] = json.dumps(self.steering, ensure_ascii=False)
         if note:
             extra["clipforge_note"] = note
-        return save_png(path, self.run.image().cpu(), self.config, extra,
-                        options=self.run.generator_settings())
+        saved = save_png(path, self.run.image().cpu(), self.config, extra,
+                         options=self.run.generator_settings())
+        if self.frames is not None and self.frames.frames:
+            from clipforge.frames import write_beside
+
+            write_beside(saved, self.frames.encoded())
+        return saved
+
+    def video_of(self, png: Path) -> Path | None:
+        """The progress video written beside ``png`` by :meth:`save` (None when none was)."""
+        mp4 = Path(png).with_suffix(".mp4")
+        return mp4 if self.frames is not None and mp4.is_file() else None
 
     def release(self) -> None:
         """Free the generator, guide and optimizer state (device memory goes back)."""
@@ -167,8 +181,20 @@ def progress_text(live: LiveRun, segment_steps: int, segment_seconds: float,
     rate = segment_steps / segment_seconds if segment_seconds > 0 and segment_steps else 0.0
     eta = (live.total - live.i) / rate if rate else float("nan")
     eta_s = f"{eta:.1f} s" if math.isfinite(eta) else "-"
+    k, n = live.batch
     return (f"{state} · step {live.i}/{live.total} · {live.seconds:.1f} s elapsed · "
-            f"ETA {eta_s} · seed {live.config.seed}")
+            f"ETA {eta_s} · seed {live.config.seed}" + (f" · image {k} of {n}" if n > 1 else ""))
+
+
+def progress_bar(live: LiveRun | None) -> str:
+    """The progress bar's HTML: a ``<progress>`` of the run's steps, and "step k of n" (with the
+    image of a batch); an empty string before a run."""
+    if live is None:
+        return ""
+    k, n = live.batch
+    image = f" · image {k} of {n}" if n > 1 else ""
+    return (f'<progress value="{live.i}" max="{max(live.total, 1)}" aria-label="progress">'
+            f'</progress> <span>step {live.i} of {live.total}{image}</span>')
 
 
 def loss_frame(live: LiveRun | None, max_points: int = 200):

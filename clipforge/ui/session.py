@@ -26,6 +26,7 @@ from clipforge.config import MAX_STEPS, MIN_SIDE, RunConfig
 from clipforge.errors import ConfigError
 from clipforge.ui import inputs
 from clipforge.ui.live import LiveRun, Result
+from clipforge.ui.timing import Timings
 
 MAX_RESULTS_PER_SESSION = 64
 
@@ -81,6 +82,7 @@ class Studio:
         self.step_lock = threading.Lock()  # one step at a time touches the model
         self.jobs_started = 0
         self._count_lock = threading.Lock()
+        self.timings = Timings()  # measured seconds per step: the page's "about N s"
 
     def config_from_values(self, values: dict[str, Any]) -> tuple[RunConfig, int]:
         """The RunConfig and preview interval of the page's values, within this studio's limits.
@@ -202,6 +204,7 @@ class Session:
         self.id = new_client_id()
         self.client = self.id   # the browser's id (kept in its storage): names result files
         self.paused: LiveRun | None = None
+        self.batch_rest: list[RunConfig] = []  # the images a paused batch makes after Resume
         self.results: list[Result] = []
         self.pause_requested = threading.Event()
         self.job = 0            # id of this session's latest job; an older one stops
@@ -262,13 +265,13 @@ class Session:
     def take_paused(self) -> LiveRun | None:
         """The paused run, now no longer held by this session (None when none is)."""
         with self._lock:
-            paused, self.paused = self.paused, None
+            paused, self.paused, self.batch_rest = self.paused, None, []
         return paused
 
     def drop_paused(self, reason: str = "") -> None:
         """Free the paused run, if any; ``reason`` (why) is said when Resume finds none."""
         with self._lock:
-            paused, self.paused = self.paused, None
+            paused, self.paused, self.batch_rest = self.paused, None, []
             self.dropped_reason = reason if paused is not None else self.dropped_reason
         if paused is not None:
             paused.release()
