@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 ASSETS = Path(__file__).resolve().parent / "assets"
-KINDS = ("clip", "diffusion")
+KINDS = ("clip", "diffusion", "autoencoder")
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,8 @@ class Bundled:
 
     Attributes:
         name: the spec that names it (``--clip shapes``, ``{"model": "shapes-ddpm"}``).
-        kind: ``clip`` (open_clip hub layout) or ``diffusion`` (a diffusers pipeline folder).
+        kind: ``clip`` (open_clip hub layout), ``diffusion`` (a diffusers pipeline folder) or
+            ``autoencoder`` (a diffusers model folder, for the vae and vqgan generators).
         summary: one line for ``clipforge models``.
         recipe: the script that trains and writes it.
         role: ``guide`` or ``judge`` for CLIPs (a judge never guides).
@@ -47,6 +48,12 @@ class Bundled:
         return self.path.is_dir()
 
 
+# The size and steps under which guidance by the bundled `shapes` CLIP was measured for the
+# optimized generators (tests/test_steering.py, benchmarks/steering.py: 128 px, 150 steps, 32
+# cutouts): a run of seconds on a CPU, and what `--clip shapes` gets without other settings
+# (a real ViT-B-32 keeps RunConfig's 256 px / 200 steps).
+_SHAPES_RUN = {"width": 128, "height": 128, "steps": 150}
+
 BUNDLED: dict[str, Bundled] = {m.name: m for m in (
     Bundled("shapes", "clip", "small ResNet CLIP trained on captioned shapes: the offline guide",
             "scripts/make_bundled_models.py", role="guide",
@@ -57,19 +64,27 @@ BUNDLED: dict[str, Bundled] = {m.name: m for m in (
             # image gradient to cosine 0.995 of fp32's (benchmarks/step_speed.py), and the
             # steering figures were measured in fp32; channels-last gives it its speed instead.
             settings={"*": {"precision": "fp32"},
-                      "pixel": {},
-                      "fourier": {"generator_options": {"decay": 2.0}, "lr": 0.015,
-                                  "tv_weight": 0.2},
+                      "pixel": {**_SHAPES_RUN},
+                      "fourier": {**_SHAPES_RUN, "generator_options": {"decay": 2.0},
+                                  "lr": 0.015, "tv_weight": 0.2},
                       # the bundled shapes-ddpm makes 32 px; 8 sampler steps had the most cases
                       # both the judge and the checker read as asked of the settings tried on
                       # the first 8 cases of the grid (docs/generators.md: still well below the
                       # bar of 7 of 8)
                       "noise": {"width": 32, "height": 32, "steps": 80, "lr": 0.05,
-                                "generator_options": {"sampler_steps": 8}}}),
+                                "generator_options": {"sampler_steps": 8}},
+                      # the latent generators decode through the bundled shapes autoencoders,
+                      # so `--clip shapes --generator vae` runs offline with no other setting
+                      "vae": {**_SHAPES_RUN, "generator_options": {"model": "shapes-vae"}},
+                      "vqgan": {**_SHAPES_RUN, "generator_options": {"model": "shapes-vq"}}}),
     Bundled("shapes-judge", "clip", "an independently trained shapes CLIP, used only to score",
             "scripts/make_bundled_models.py", role="judge"),
     Bundled("shapes-ddpm", "diffusion", "tiny pixel DDPM prior on the shapes set (32 px)",
             "scripts/make_diffusion_prior.py"),
+    Bundled("shapes-vae", "autoencoder", "small AutoencoderKL on the shapes set (factor 4): "
+            "the vae generator's offline model", "scripts/make_shapes_autoencoders.py"),
+    Bundled("shapes-vq", "autoencoder", "small VQModel on the shapes set (factor 4, 256 codes): "
+            "the vqgan generator's offline model", "scripts/make_shapes_autoencoders.py"),
 )}
 
 

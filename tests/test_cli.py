@@ -124,8 +124,12 @@ def test_models_lists_generators_and_clip():
     assert {"pixel", "fourier"} <= names
     assert "ViT-B-32:laion2b_s34b_b79k" in data["clip"]["open_clip"]
     assert {b["name"] for b in data["clip"]["bundled"]} == {"shapes", "shapes-judge"}
+    kinds = {m["name"]: m["kind"] for m in data["generator_models"]}
+    assert kinds == {"shapes-ddpm": "diffusion", "shapes-vae": "autoencoder",
+                     "shapes-vq": "autoencoder"}
     text = runner.invoke(app, ["models"]).stdout
     assert "decay" in text and "min_size" in text
+    assert "shapes-vae" in text and "shapes-ddpm" in text
 
 
 def test_sigterm_exits_130_and_leaves_no_file(tiny_clip_dir, tmp_path):  # row 15

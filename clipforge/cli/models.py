@@ -24,10 +24,14 @@ def models(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
     gens = registry.describe(imports=False)
     bundled = [{"name": n, "present": pretrained.BUNDLED[n].present}
                for n in pretrained.names("clip")]
+    models_for_generators = [{"name": m.name, "kind": m.kind, "summary": m.summary,
+                              "present": m.present, "recipe": m.recipe} for m in pretrained.BUNDLED.values()
+                             if m.kind != "clip"]
     hub = [f"{a}:{t}" for a, t in pretrained_tags()]
     if as_json:
         typer.echo(json.dumps({"generators": gens, "clip": {"bundled": bundled,
-                                                            "open_clip": hub}}, default=str))
+                                                            "open_clip": hub},
+                               "generator_models": models_for_generators}, default=str))
         return
     typer.echo("Generators (--generator NAME, --generator-options JSON):")
     for g in gens:
@@ -39,6 +43,10 @@ def models(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
     for b in bundled:
         missing = "" if b["present"] else "  (missing: run scripts/make_bundled_models.py)"
         typer.echo(f"  {b['name']}{missing}")
+    typer.echo("\nBundled generator models (offline; --generator-options '{\"model\": NAME}'):")
+    for m in models_for_generators:
+        missing = "" if m["present"] else f"  (missing: run {m['recipe']})"
+        typer.echo(f"  {m['name']:<12} {m['kind']:<12} {m['summary']}{missing}")
     typer.echo(f"\nopen_clip pretrained models ({len(hub)}; downloaded on first use), e.g.:")
     for p in hub[:8]:
         typer.echo(f"  {p}")

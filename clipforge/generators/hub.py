@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from clipforge import pretrained
 from clipforge.errors import ConfigError, first_line
 from clipforge.fields import check_multiple
 from clipforge.offline import before_hub_access, offline_reason
@@ -30,6 +31,29 @@ def is_local_path(model: str) -> bool:
     p = Path(model).expanduser()
     return p.exists() or model.startswith((".", "/", "~", "\\")) or model.count("/") > 1 \
         or "\\" in model or (len(model) > 1 and model[1] == ":")
+
+
+def bundled_or_given(model: str, subfolder: str | None, kind: str) -> tuple[str, str | None]:
+    """``(folder, None)`` for a bundled model's name (``shapes-vae``), else ``(model, subfolder)``.
+
+    A bundled model is a model folder itself, so a subfolder given for hub repos (the vqgan
+    generator's default ``vqvae``) does not apply to it.
+
+    Args:
+        model: the ``model`` option as given.
+        subfolder: the ``subfolder`` option as given.
+        kind: the kind of bundled model that may be meant (``autoencoder``).
+
+    Raises:
+        ConfigError: the name is bundled but its files are missing (names the recipe).
+    """
+    bundled = pretrained.get(model, kind) if isinstance(model, str) else None
+    if bundled is None:
+        return model, subfolder
+    if not bundled.present:
+        raise ConfigError("model", f"the bundled {model!r} is missing from {bundled.path} "
+                          f"(run {bundled.recipe})")
+    return str(bundled.path), None
 
 
 def offline_hint(what: str, model: str, subfolder: str | None, err: BaseException,

@@ -24,7 +24,8 @@ from torch import Tensor, nn
 from clipforge.errors import ConfigError
 from clipforge.generators.clamp import clamp_with_grad
 from clipforge.generators.draw import randn
-from clipforge.generators.hub import check_factor, load_diffusers_model, read_model_config
+from clipforge.generators.hub import (bundled_or_given, check_factor, load_diffusers_model,
+                                      read_model_config)
 from clipforge.images import fit_image
 
 _AUTOENCODERS = ("AutoencoderTiny", "AutoencoderKL")
@@ -55,7 +56,8 @@ class VaeGenerator(nn.Module):
         width: image width in pixels (a multiple of the model's down-sampling factor).
         height: image height in pixels (same).
         batch: images rendered at once.
-        model: diffusers hub id or local folder of an ``AutoencoderTiny`` or ``AutoencoderKL``.
+        model: diffusers hub id or local folder of an ``AutoencoderTiny`` or ``AutoencoderKL``,
+            or the bundled ``shapes-vae``.
         subfolder: folder inside ``model`` holding it (``vae`` in a pipeline repo), or None.
         init_std: standard deviation of the random initial latent, in scaled-latent units.
         generator: ``torch.Generator`` for the initial latent.
@@ -80,6 +82,7 @@ class VaeGenerator(nn.Module):
 
         if not (init_std >= 0.0):
             raise ConfigError("init_std", f"must be >= 0, got {init_std!r}")
+        model, subfolder = bundled_or_given(model, subfolder, "autoencoder")
         config = read_model_config(model, subfolder, what="autoencoder")
         name = config.get("_class_name")
         if name not in _AUTOENCODERS:

@@ -20,7 +20,8 @@ from torch import Tensor, nn
 from clipforge.errors import ConfigError
 from clipforge.generators.clamp import clamp_with_grad
 from clipforge.generators.draw import randint
-from clipforge.generators.hub import check_factor, load_diffusers_model, read_model_config
+from clipforge.generators.hub import (bundled_or_given, check_factor, load_diffusers_model,
+                                      read_model_config)
 from clipforge.images import fit_image
 
 __all__ = ["VqganGenerator", "quantize_straight_through"]
@@ -50,7 +51,7 @@ class VqganGenerator(nn.Module):
         width: image width in pixels (a multiple of the model's down-sampling factor).
         height: image height in pixels (same).
         batch: images rendered at once.
-        model: diffusers hub id or local folder of a ``VQModel``.
+        model: diffusers hub id or local folder of a ``VQModel``, or the bundled ``shapes-vq``.
         subfolder: folder inside ``model`` holding it (``vqvae`` in a pipeline repo), or None.
         quantize: snap the latent to the codebook at every render (straight-through gradient).
         generator: ``torch.Generator`` for the random initial codes.
@@ -73,6 +74,7 @@ class VqganGenerator(nn.Module):
         super().__init__()
         from diffusers import VQModel
 
+        model, subfolder = bundled_or_given(model, subfolder, "autoencoder")
         config = read_model_config(model, subfolder, what="VQ model")
         if config.get("_class_name") != "VQModel":
             raise ConfigError("model", f"{model!r} holds a {config.get('_class_name')!r}; the "
