@@ -47,6 +47,11 @@ class Bundled:
     def present(self) -> bool:
         return self.path.is_dir()
 
+    @property
+    def missing(self) -> str:
+        """What to say when its files are absent: where they belong and the recipe to run."""
+        return f"the bundled {self.name!r} is missing from {self.path} (run {self.recipe})"
+
 
 # The size and steps under which guidance by the bundled `shapes` CLIP was measured for the
 # optimized generators (tests/test_steering.py, benchmarks/steering.py: 128 px, 150 steps, 32

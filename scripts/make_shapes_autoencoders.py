@@ -6,8 +6,8 @@ procedural captioned-shapes images, so its decoder turns latents into clean shap
 backgrounds, a prior the CLIP guide cannot bend into texture. They are trained on 32 px images
 with narrow channels (16, 32, 32) so that a run takes minutes on 2 CPU cores (about 0.14 s per
 step quiet; the first recipe, 64 px with (32, 64, 64), took about 6 s per step loaded); being
-fully convolutional, they decode any size that is a multiple of 4. The VAE follows Kingma & Welling
-2014 / Rombach et al. 2022 (reconstruction + a small KL term; the latent is scaled to unit
+fully convolutional, they decode any size that is a multiple of 4. The VAE follows Kingma &
+Welling 2014 / Rombach et al. 2022 (reconstruction + a small KL term; the latent is scaled to unit
 variance by ``scaling_factor``, measured on the data); the VQ model van den Oord et al. 2017 /
 Esser et al. 2021 (nearest-code quantization with a commitment loss). Both are saved with
 diffusers' own ``save_pretrained`` (safetensors) under ``clipforge/assets/``.

@@ -25,8 +25,8 @@ def models(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
     bundled = [{"name": n, "present": pretrained.BUNDLED[n].present}
                for n in pretrained.names("clip")]
     models_for_generators = [{"name": m.name, "kind": m.kind, "summary": m.summary,
-                              "present": m.present, "recipe": m.recipe} for m in pretrained.BUNDLED.values()
-                             if m.kind != "clip"]
+                              "present": m.present, "recipe": m.recipe}
+                             for m in pretrained.BUNDLED.values() if m.kind != "clip"]
     hub = [f"{a}:{t}" for a, t in pretrained_tags()]
     if as_json:
         typer.echo(json.dumps({"generators": gens, "clip": {"bundled": bundled,

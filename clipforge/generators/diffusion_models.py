@@ -232,8 +232,7 @@ def _read_index(spec: str) -> tuple[str, dict]:
     bundled = pretrained.get(spec, "diffusion")
     path = str(bundled.path) if bundled is not None else spec
     if bundled is not None and not bundled.present:
-        raise DiffusionModelError(f"the bundled {spec!r} is missing from {path} (run "
-                                  f"{bundled.recipe})")
+        raise DiffusionModelError(bundled.missing)
     reason = before_hub_access() if bundled is None and not is_local_path(spec) else None
     try:
         return path, DiffusionPipeline.load_config(path)

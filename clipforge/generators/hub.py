@@ -51,8 +51,7 @@ def bundled_or_given(model: str, subfolder: str | None, kind: str) -> tuple[str,
     if bundled is None:
         return model, subfolder
     if not bundled.present:
-        raise ConfigError("model", f"the bundled {model!r} is missing from {bundled.path} "
-                          f"(run {bundled.recipe})")
+        raise ConfigError("model", bundled.missing)
     return str(bundled.path), None
 
 
