@@ -152,7 +152,8 @@ class RunConfig:
         given = merge(*layers)
         clip = given.get("clip", default_of(FIELDS["clip"]))
         generator = given.get("generator", default_of(FIELDS["generator"]))
-        return cls(**merge(recommended(clip, generator), given))
+        # the layers again, not `given`: a whole config among them must stay whole (merge)
+        return cls(**merge(recommended(clip, generator), *layers))
 
     @classmethod
     def from_json(cls, text: str) -> "RunConfig":
@@ -202,6 +203,11 @@ def merge(*layers: Mapping[str, Any] | RunConfig | None) -> dict[str, Any]:
     to its field's type and checked now; the cross-field rules (an empty prompt, too many
     pixels) are checked when the RunConfig is built.
 
+    ``generator_options`` is layered option by option: ``{"init_std": 0.5}`` over the bundled
+    guide's recommended ``{"model": "shapes-vae"}`` keeps the model. A whole config (a
+    RunConfig, or the versioned wrapper a PNG or a checkpoint carries) replaces the options
+    instead, as it fixes every other field, so a saved run repeats exactly.
+
     Raises:
         ConfigError: an unknown setting or a bad value, naming the field.
     """
@@ -209,6 +215,8 @@ def merge(*layers: Mapping[str, Any] | RunConfig | None) -> dict[str, Any]:
     for layer in layers:
         if layer is None:
             continue
+        whole = isinstance(layer, RunConfig) or (isinstance(layer, Mapping)
+                                                 and "clipforge_config" in layer)
         if isinstance(layer, RunConfig):
             layer = layer.to_dict()
         if not isinstance(layer, Mapping):
@@ -225,6 +233,8 @@ def merge(*layers: Mapping[str, Any] | RunConfig | None) -> dict[str, Any]:
                                   f"{', '.join(FIELDS)}")
             value = coerce(f, value)
             check_field(f, value)
+            if key == "generator_options" and not whole and key in out:
+                value = {**out[key], **value}
             out[key] = value
     return out
 

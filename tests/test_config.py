@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from clipforge.config import MAX_SIDE, MAX_STEPS, ConfigError, RunConfig, parse_size
+from clipforge.config import MAX_SIDE, MAX_STEPS, ConfigError, RunConfig, merge, parse_size
 
 
 def cfg(**kw):
@@ -139,6 +139,31 @@ def test_from_settings_puts_the_guides_recommended_settings_under_what_was_given
     assert other.lr == RunConfig(prompt="x").lr  # a real CLIP keeps the global defaults
     saved = RunConfig(prompt="x", generator="fourier", lr=0.07)
     assert RunConfig.from_settings(saved) == saved  # a whole config repeats exactly
+
+
+def test_generator_options_are_layered_option_by_option_but_a_whole_config_fixes_them():
+    # one option of the user's keeps the rest of the recommendation (the bundled model)
+    c = RunConfig.from_settings({"prompt": "x", "generator": "vae",
+                                 "generator_options": {"init_std": 0.5}})
+    assert dict(c.generator_options) == {"model": "shapes-vae", "init_std": 0.5}
+    mine = RunConfig.from_settings({"prompt": "x", "generator": "vae",
+                                    "generator_options": '{"model": "madebyollin/taesd"}'})
+    assert dict(mine.generator_options) == {"model": "madebyollin/taesd"}  # the user's wins
+    # partial layers (a --config file, then flags) merge the same way, later ones winning
+    assert merge({"generator_options": {"decay": 1.5, "init_std": 0.1}},
+                 {"generator_options": {"decay": 2.5}})["generator_options"] == \
+        {"decay": 1.5, "init_std": 0.1} | {"decay": 2.5}
+    # a whole config (a RunConfig, the wrapper a PNG carries) is repeated as it was, even
+    # where the recommendation would add an option today
+    saved = RunConfig(prompt="x", generator="fourier", generator_options={"init_std": 0.02})
+    assert "decay" in RunConfig.from_settings({"prompt": "x", "generator": "fourier"}
+                                              ).generator_options
+    assert RunConfig.from_settings(saved) == saved
+    assert RunConfig.from_settings(json.loads(saved.to_json())) == saved
+    # ... and flags over a whole config add to its options
+    more = RunConfig.from_settings(json.loads(saved.to_json()),
+                                   {"generator_options": {"decay": 1.25}})
+    assert dict(more.generator_options) == {"init_std": 0.02, "decay": 1.25}
 
 
 def test_a_models_settings_for_every_generator_sit_under_the_generators_own():
