@@ -141,7 +141,8 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
 
 # name -> variants: (id, options from the tiny model folders, learning rate, bad size)
 VARIANTS = {
-    "pixel": [("pixel", lambda m: {}, 0.05, None)],
+    "pixel": [("pixel", lambda m: {}, 0.05, None),
+              ("pixel-level-decay", lambda m: {"level_decay": 1.0, "min_size": 1}, 0.05, None)],
     "fourier": [("fourier", lambda m: {}, 0.05, None)],
     "vae": [("vae-tiny", lambda m: {"model": str(m["taesd"])}, 0.1, (33, 32, "32x32")),
             ("vae-kl", lambda m: {"model": str(m["kl"])}, 0.1, (SIZE, 44, "32x48"))],
@@ -300,6 +301,31 @@ def test_red_and_blue_prompts_steer_colours(name, vid, options, lr, bad, tiny_mo
 
 # ---------------------------------------------------------------------------------------------
 # vae
+
+
+def test_pixel_level_decay_slows_the_fine_layers_by_their_gain():
+    from clipforge.generators.pixel import PixelGenerator
+
+    g = torch.Generator().manual_seed(0)
+    gen = PixelGenerator(32, 32, min_size=4, level_decay=1.0, generator=g)
+    assert gen.gains == [1.0, 0.5, 0.25, 0.125]  # sides 4, 8, 16, 32
+    # the render is sigmoid of the gain-weighted sum of the upsampled layers
+    up = lambda t: torch.nn.functional.interpolate(t, size=(32, 32), mode="bilinear",  # noqa: E731
+                                                   align_corners=False)
+    want = torch.sigmoid(sum(k * up(layer) for k, layer in zip(gen.gains, gen.layers)))
+    torch.testing.assert_close(gen.render(), want)
+    # one Adam step moves each layer's share of the render by about lr x its gain
+    before = [k * up(layer).detach() for k, layer in zip(gen.gains, gen.layers)]
+    opt = torch.optim.Adam(gen.parameters(), lr=0.1)
+    gen.render().mean().backward()
+    opt.step()
+    moved = [(k * up(layer).detach() - b).abs().mean().item()
+             for k, layer, b in zip(gen.gains, gen.layers, before)]
+    assert moved == pytest.approx([0.1 * k for k in gen.gains], rel=0.05)
+    # the default keeps the classic pyramid: every gain 1, the same image for the same seed
+    plain = PixelGenerator(32, 32, generator=torch.Generator().manual_seed(0))
+    zero = PixelGenerator(32, 32, level_decay=0.0, generator=torch.Generator().manual_seed(0))
+    assert plain.gains == [1.0] * 4 and torch.equal(plain.render(), zero.render())
 
 
 def test_vae_latent_scaling_and_encoder_init(tmp_path):

@@ -27,6 +27,11 @@ class PixelGenerator(nn.Module):
         batch: images rendered at once.
         pyramid: use layers at ``min_size * 2**k`` px up to full size (False: one full layer).
         min_size: side of the coarsest layer, in pixels.
+        level_decay: each layer's gain is ``(its side / min_size) ** -level_decay``, so finer
+            layers move more slowly (0: every layer at gain 1, the classic pyramid). Adam
+            steps every value by about the learning rate whatever its gradient, so without a
+            gain the fine layers change as fast as the coarse ones and fill the image with
+            texture; the gain is their per-level learning rate.
         init_std: standard deviation of the random initial layer values (logit units).
         generator: ``torch.Generator`` for the initial values.
         device: where the parameters live.
@@ -37,10 +42,11 @@ class PixelGenerator(nn.Module):
 
     size_multiple = 1
     bytes_per_pixel = 375  # peak memory added per pixel (measured: see clipforge.memory)
-    option_rules = {"min_size": {"min": 1, "max": 4096}, "init_std": {"min": 0, "max": 1e3}}
+    option_rules = {"min_size": {"min": 1, "max": 4096}, "level_decay": {"min": 0, "max": 4},
+                    "init_std": {"min": 0, "max": 1e3}}
 
     def __init__(self, width: int, height: int, *, batch: int = 1, pyramid: bool = True,
-                 min_size: int = 4, init_std: float = 0.1,
+                 min_size: int = 4, level_decay: float = 0.0, init_std: float = 0.1,
                  generator: torch.Generator | None = None, device: str | torch.device = "cpu"):
         super().__init__()
         if not min_size >= 1:  # the registry checks options; this guards a direct call
@@ -54,6 +60,8 @@ class PixelGenerator(nn.Module):
                               max(1, round(width * s / max(width, height)))))
                 s *= 2
         sizes.append((height, width))
+        coarsest = max(sizes[0])
+        self.gains = [(max(h, w) / coarsest) ** -level_decay for h, w in sizes]
         self.layers = nn.ParameterList([
             nn.Parameter(randn((batch, 3, h, w), generator, device) * init_std) for h, w in sizes
         ])
@@ -64,10 +72,10 @@ class PixelGenerator(nn.Module):
         Shape:
             () -> (batch, 3, height, width) in (0, 1).
         """
-        acc = self.layers[-1]
-        for layer in self.layers[:-1]:
-            acc = acc + F.interpolate(layer, size=(self.height, self.width), mode="bilinear",
-                                      align_corners=False)
+        acc = self.gains[-1] * self.layers[-1]  # x * 1.0 is exact: no gain, no change
+        for layer, gain in zip(self.layers[:-1], self.gains[:-1]):
+            acc = acc + gain * F.interpolate(layer, size=(self.height, self.width),
+                                             mode="bilinear", align_corners=False)
         return torch.sigmoid(acc)
 
     forward = render
@@ -85,5 +93,6 @@ class PixelGenerator(nn.Module):
         target = fit_image(image, self.height, self.width, self.layers[-1])
         for layer in self.layers[:-1]:
             layer.zero_()
-        self.layers[-1].copy_(torch.logit(target.clamp(1e-3, 1 - 1e-3)).expand_as(self.layers[-1]))
+        logits = torch.logit(target.clamp(1e-3, 1 - 1e-3)) / self.gains[-1]
+        self.layers[-1].copy_(logits.expand_as(self.layers[-1]))
 
