@@ -61,9 +61,10 @@ class RunConfig:
                                    "image (0 = off).", min=0.0, max=1e4)
 
     # --- how to make it ---
-    # pixel, not fourier: with the bundled guide and judge (128 px, 150 steps, 32 cutouts) the
-    # judge agreed on 3 of 4 prompts for the pixel pyramid and 2 of 4 for fourier
-    # (tests/test_steering.py); defaults follow the held-out judge, never the guide's own score.
+    # pixel, not fourier: over the steering grid (benchmarks/steering.py, 32 cases, the bundled
+    # guide's recommended settings) the judge and the CLIP-free checker both read 7 pixel images
+    # as asked and 3 fourier ones (docs/generators.md); defaults follow the held-out judge and
+    # the checker, never the guide's own score.
     generator: str = _opt("pixel", "Generator name (see `clipforge models`).")
     generator_options: dict = _opt({}, "Generator-specific options, e.g. {\"decay\": 1.0}.")
     clip: tuple[str, ...] = _opt(("shapes",), "CLIP model(s) that guide: `shapes`, "
