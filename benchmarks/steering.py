@@ -10,6 +10,7 @@ between them (the adversarial gap), and seconds per image.
     python benchmarks/steering.py                          # every offline generator, 32 cases
     python benchmarks/steering.py --generators pixel --cases 8 --verbose
     python benchmarks/steering.py --repeats 2 --json out.json
+    python benchmarks/steering.py --judge path/to/another-judge --out grid/   # a second opinion
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cases", type=int, default=None, help="only the first N cases")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
                     help="a RunConfig field over the defaults, e.g. --set steps=100")
+    ap.add_argument("--judge", default="shapes-judge",
+                    help="the held-out judge: a bundled name or a saved CLIP folder (never "
+                         "the guide)")
     ap.add_argument("--verbose", action="store_true", help="one line per case")
     ap.add_argument("--json", type=Path, help="write every outcome here")
     ap.add_argument("--out", type=Path, help="save every image here (PNG with its settings)")
@@ -69,14 +73,15 @@ def main(argv: list[str] | None = None) -> int:
             (args.out / gen).mkdir(parents=True, exist_ok=True)
             save = lambda case, image, cfg: save_png(  # noqa: E731
                 args.out / gen / f"{slugify(case.prompt)}-s{case.seed}.png", image, cfg)
-        outcomes = steer(gen, cases, settings=settings, cache=cache, on_outcome=show,
-                         save=save)
+        outcomes = steer(gen, cases, judge=args.judge, settings=settings, cache=cache,
+                         on_outcome=show, save=save)
         rows.append(summarize(gen, outcomes))
         dump[gen] = [{**asdict(o.case), "judge": o.judge, "checker": o.checker,
                       "guide": o.guide, "seconds": round(o.seconds, 2)} for o in outcomes]
     print(table(rows))
     if args.json:
-        args.json.write_text(json.dumps({"settings": settings, "outcomes": dump}, indent=1))
+        args.json.write_text(json.dumps({"settings": settings, "judge": args.judge,
+                                         "outcomes": dump}, indent=1))
     return 0
 
 

@@ -1,5 +1,5 @@
 """The step-speed benchmark runs end to end on a tiny model, and its reference loop and the
-speed paths it measures compute what they claim to."""
+speed paths it measures compute what they claim to; the steering benchmark runs end to end."""
 
 from __future__ import annotations
 
@@ -185,3 +185,27 @@ def test_gpu_check_script_runs_every_generator_and_the_gpu_tests_on_cpu(tmp_path
     done = {(x["generator"], x["precision"]) for x in data["results"] if "error" not in x}
     assert {g for g, _ in done} == {"pixel", "fourier", "vae", "diffusion"}
     assert data["pytest_gpu"] and "skipped" in data["pytest_gpu"]   # no CUDA here
+
+
+def test_steering_benchmark_reads_each_case_with_the_judge_given(tmp_path, tiny_clip_dir):
+    from clipforge.config import RunConfig
+    from clipforge.evaluate.steering import vocabulary
+    from clipforge.outputs import read_config, slugify
+
+    out, dump = tmp_path / "grid", tmp_path / "grid.json"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "steering.py"), "--generators",
+                        "pixel", "--cases", "2", "--judge", str(tiny_clip_dir), "--set",
+                        "steps=2", "--set", "size=\"32\"", "--set", "cutn=2", "--json", str(dump),
+                        "--out", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    row = re.search(r"^pixel\s+2\s+\d+%\s+\d+%\s+\d+%\s+\d+%", r.stdout, re.M)
+    assert row, r.stdout
+    data = json.loads(dump.read_text())
+    assert data["judge"] == str(tiny_clip_dir) and data["settings"]["steps"] == 2
+    for case, o in zip(vocabulary(0)[:2], data["outcomes"]["pixel"]):
+        assert (o["prompt"], o["seed"]) == (case.prompt, case.seed)
+        cfg = read_config(out / "pixel" / f"{slugify(case.prompt)}-s{case.seed}.png")
+        # the saved image is the run of the case with the guide's recommendation under --set
+        assert cfg == RunConfig.from_settings(
+            {"steps": 2, "width": 32, "height": 32, "cutn": 2},
+            {"prompt": case.prompt, "generator": "pixel", "clip": ["shapes"], "seed": case.seed})
