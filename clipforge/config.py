@@ -61,10 +61,9 @@ class RunConfig:
                                    "image (0 = off).", min=0.0, max=1e4)
 
     # --- how to make it ---
-    # pixel, not fourier: over the steering grid (benchmarks/steering.py, 32 cases, the bundled
-    # guide's recommended settings) the judge and the CLIP-free checker both read 7 pixel images
-    # as asked and 3 fourier ones (docs/generators.md); defaults follow the held-out judge and
-    # the checker, never the guide's own score.
+    # pixel, not fourier: over the steering grid (benchmarks/steering.py, docs/generators.md)
+    # judge and checker both read 7 of 32 pixel images as asked, 3 fourier ones; defaults follow
+    # the held-out judge and the checker, never the guide's own score.
     generator: str = _opt("pixel", "Generator name (see `clipforge models`).")
     generator_options: dict = _opt({}, "Generator-specific options, e.g. {\"decay\": 1.0}.")
     clip: tuple[str, ...] = _opt(("shapes",), "CLIP model(s) that guide: `shapes`, "
@@ -121,11 +120,9 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict of every field."""
-        d = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            d[f.name] = list(v) if isinstance(v, tuple) else (dict(v) if isinstance(v, dict) else v)
-        return d
+        values = ((f.name, getattr(self, f.name)) for f in fields(self))
+        return {k: list(v) if isinstance(v, tuple) else (dict(v) if isinstance(v, dict) else v)
+                for k, v in values}
 
     def to_json(self, *, cap_prompts: bool = False) -> str:
         """Versioned JSON; ``cap_prompts`` keeps at most METADATA_PROMPT_CHARS of each prompt."""
@@ -143,18 +140,15 @@ class RunConfig:
 
     @classmethod
     def from_settings(cls, *layers: Mapping[str, Any] | "RunConfig" | None) -> "RunConfig":
-        """The config of what a user gave: RunConfig's defaults, then the recommended settings
-        of the guide and generator chosen (:func:`clipforge.pretrained.recommended`: the bundled
-        ``shapes`` guide has its own measured size, steps and so on; a real ViT-B-32 has none),
-        then the layers (see :func:`merge`), later ones winning. A layer that is a whole config
-        (a PNG's, a checkpoint's) fixes every field, so ``--from`` repeats a run exactly."""
+        """What a user gave: RunConfig's defaults, the recommended settings of the guide and
+        generator (:func:`clipforge.pretrained.recommended`: the bundled ``shapes`` guide's
+        measured size, steps...; a real ViT-B-32 has none), then the layers (:func:`merge`)."""
         from clipforge.pretrained import recommended
 
         given = merge(*layers)
         clip = given.get("clip", default_of(FIELDS["clip"]))
         generator = given.get("generator", default_of(FIELDS["generator"]))
-        # the layers again, not `given`: a whole config among them must stay whole (merge)
-        return cls(**merge(recommended(clip, generator), *layers))
+        return cls(**merge(recommended(clip, generator), *layers))  # a whole layer stays whole
 
     @classmethod
     def from_json(cls, text: str) -> "RunConfig":
@@ -176,7 +170,6 @@ class RunConfig:
 
 # ---------------------------------------------------------------------------------------------
 # settings: partial, layered, checked field by field
-
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in fields(RunConfig)}
 
@@ -204,10 +197,9 @@ def merge(*layers: Mapping[str, Any] | RunConfig | None) -> dict[str, Any]:
     to its field's type and checked now; the cross-field rules (an empty prompt, too many
     pixels) are checked when the RunConfig is built.
 
-    ``generator_options`` is layered option by option: ``{"init_std": 0.5}`` over the bundled
-    guide's recommended ``{"model": "shapes-vae"}`` keeps the model. A whole config (a
-    RunConfig, or the versioned wrapper a PNG or a checkpoint carries) replaces the options
-    instead, as it fixes every other field, so a saved run repeats exactly.
+    ``generator_options`` layer option by option (``{"init_std": 0.5}`` over a recommended
+    ``{"model": "shapes-vae"}`` keeps the model), except that a whole config (a RunConfig, the
+    versioned wrapper of a PNG or checkpoint) replaces them: a saved run repeats exactly.
 
     Raises:
         ConfigError: an unknown setting or a bad value, naming the field.
@@ -291,10 +283,7 @@ def validate(cfg: RunConfig) -> None:
 
 
 def _valid_device(d: str) -> bool:
-    if d in ("auto", "cpu", "cuda", "mps"):
-        return True
-    head, _, idx = d.partition(":")
-    return head == "cuda" and idx.isdigit()
+    return d in ("auto", "cpu", "cuda", "mps") or (d[:5] == "cuda:" and d[5:].isdigit())
 
 
 def field_help() -> dict[str, str]:
