@@ -208,12 +208,12 @@ def merge(*layers: Mapping[str, Any] | RunConfig | None) -> dict[str, Any]:
     for layer in layers:
         if layer is None:
             continue
-        whole = isinstance(layer, RunConfig) or (isinstance(layer, Mapping)
-                                                 and "clipforge_config" in layer)
-        if isinstance(layer, RunConfig):
+        whole = isinstance(layer, RunConfig)
+        if whole:
             layer = layer.to_dict()
         if not isinstance(layer, Mapping):
             raise ConfigError("config", f"expected an object of settings, got {layer!r:.60}")
+        whole = whole or "clipforge_config" in layer  # the wrapper of a saved run
         for key, value in unwrap(layer).items():
             if value is None:
                 continue
