@@ -300,7 +300,7 @@ def test_red_and_blue_prompts_steer_colours(name, vid, options, lr, bad, tiny_mo
 
 
 # ---------------------------------------------------------------------------------------------
-# vae
+# pixel
 
 
 def test_pixel_level_decay_slows_the_fine_layers_by_their_gain():
@@ -326,6 +326,10 @@ def test_pixel_level_decay_slows_the_fine_layers_by_their_gain():
     plain = PixelGenerator(32, 32, generator=torch.Generator().manual_seed(0))
     zero = PixelGenerator(32, 32, level_decay=0.0, generator=torch.Generator().manual_seed(0))
     assert plain.gains == [1.0] * 4 and torch.equal(plain.render(), zero.render())
+
+
+# ---------------------------------------------------------------------------------------------
+# vae
 
 
 def test_vae_latent_scaling_and_encoder_init(tmp_path):
