@@ -2,7 +2,7 @@
 
 For each generator, every case of :func:`clipforge.evaluate.steering.vocabulary` (32 colour x
 shape captions per repeat, backgrounds and phrasings drawn from ``--seed``) is rendered with
-``--clip shapes`` and only the prompt and the generator set, then read by the held-out
+``--clip shapes`` (or ``--clip DIR``) and only the prompt and the generator set, then read by the held-out
 ``shapes-judge``, by the CLIP-free checker and by the guide itself. Prints one row per
 generator: judge, checker and both agreeing with the prompt, the guide's own agreement, the gap
 between them (the adversarial gap), and seconds per image.
@@ -11,6 +11,7 @@ between them (the adversarial gap), and seconds per image.
     python benchmarks/steering.py --generators pixel --cases 8 --verbose
     python benchmarks/steering.py --repeats 2 --json out.json
     python benchmarks/steering.py --judge path/to/another-judge --out grid/   # a second opinion
+    python benchmarks/steering.py --clip path/to/a-new-guide --set width=128 ...  # another guide
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-OFFLINE = ("pixel", "fourier", "noise")  # generators with a bundled model to run on, offline
+# generators with a bundled model to run on, offline
+OFFLINE = ("pixel", "fourier", "vae", "vqgan", "diffusion", "noise")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cases", type=int, default=None, help="only the first N cases")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
                     help="a RunConfig field over the defaults, e.g. --set steps=100")
+    ap.add_argument("--clip", default="shapes",
+                    help="the guide: a bundled name or a saved CLIP folder (a folder gets the "
+                         "global defaults, not the bundled guide's recommended settings)")
     ap.add_argument("--judge", default="shapes-judge",
                     help="the held-out judge: a bundled name or a saved CLIP folder (never "
                          "the guide)")
@@ -73,14 +78,15 @@ def main(argv: list[str] | None = None) -> int:
             (args.out / gen).mkdir(parents=True, exist_ok=True)
             save = lambda case, image, cfg: save_png(  # noqa: E731
                 args.out / gen / f"{slugify(case.prompt)}-s{case.seed}.png", image, cfg)
-        outcomes = steer(gen, cases, judge=args.judge, settings=settings, cache=cache,
-                         on_outcome=show, save=save)
+        outcomes = steer(gen, cases, clip=args.clip, judge=args.judge, settings=settings,
+                         cache=cache, on_outcome=show, save=save)
         rows.append(summarize(gen, outcomes))
         dump[gen] = [{**asdict(o.case), "judge": o.judge, "checker": o.checker,
                       "guide": o.guide, "seconds": round(o.seconds, 2)} for o in outcomes]
     print(table(rows))
     if args.json:
-        args.json.write_text(json.dumps({"settings": settings, "judge": args.judge,
+        args.json.write_text(json.dumps({"settings": settings, "clip": args.clip,
+                                         "judge": args.judge,
                                          "outcomes": dump}, indent=1))
     return 0
 

@@ -209,3 +209,27 @@ def test_steering_benchmark_reads_each_case_with_the_judge_given(tmp_path, tiny_
         assert cfg == RunConfig.from_settings(
             {"steps": 2, "width": 32, "height": 32, "cutn": 2},
             {"prompt": case.prompt, "generator": "pixel", "clip": ["shapes"], "seed": case.seed})
+
+
+def test_steering_benchmark_guides_with_the_clip_given(tmp_path, tiny_clip_dir):
+    from clipforge.outputs import read_config
+
+    out, dump = tmp_path / "grid", tmp_path / "grid.json"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "steering.py"), "--generators",
+                        "pixel", "--cases", "1", "--clip", str(tiny_clip_dir), "--set",
+                        "steps=1", "--set", "size=\"32\"", "--set", "cutn=2", "--json", str(dump),
+                        "--out", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(dump.read_text())["clip"] == str(tiny_clip_dir)
+    (png,) = (out / "pixel").glob("*.png")
+    assert read_config(png).clip == (str(tiny_clip_dir),)
+
+
+def test_steer_refuses_a_guide_named_in_the_settings():
+    """It used to replace it silently with ``clip`` (so a --set clip=... grid ran the bundled
+    guide and read it as the other one)."""
+    from clipforge.errors import UsageError
+    from clipforge.evaluate.steering import steer, vocabulary
+
+    with pytest.raises(UsageError, match="clip="):
+        steer("pixel", vocabulary(0)[:1], settings={"clip": ["elsewhere"]})

@@ -143,7 +143,8 @@ def steer(generator: str, cases: Sequence[Case], *, clip: str = "shapes",
         cases: from :func:`vocabulary`.
         clip: the guide (one spec).
         judge: the held-out judge; must differ from the guide.
-        settings: RunConfig fields over the defaults and the guide's recommended settings.
+        settings: RunConfig fields over the defaults and the guide's recommended settings
+            (not ``clip``: a UsageError).
         cache: a ModelCache (models load once).
         on_outcome: called after each case (progress display).
         save: called as ``save(case, image, config)`` with every result (to keep the PNGs).
@@ -151,6 +152,9 @@ def steer(generator: str, cases: Sequence[Case], *, clip: str = "shapes",
     from clipforge.config import RunConfig
     from clipforge.runner import run
 
+    if settings and "clip" in settings:  # the guide is read as well as used: one place names it
+        raise UsageError(f"steer: name the guide with clip=..., not in settings (got "
+                         f"{settings['clip']!r})")
     reader = Reader(cache, judge, clip)
     out = []
     for case in cases:
