@@ -58,6 +58,7 @@ class Bundled:
 # seconds on a CPU, and what `--clip shapes` gets without other settings (a real ViT-B-32
 # keeps RunConfig's 256 px / 200 steps).
 _SHAPES_RUN = {"width": 128, "height": 128, "steps": 150}
+_LATENT_RUN = {**_SHAPES_RUN, "width": 32, "height": 32}
 
 BUNDLED: dict[str, Bundled] = {m.name: m for m in (
     Bundled("shapes", "clip", "small ResNet CLIP trained on captioned shapes: the offline guide",
@@ -80,10 +81,17 @@ BUNDLED: dict[str, Bundled] = {m.name: m for m in (
                       # bar of 7 of 8)
                       "noise": {"width": 32, "height": 32, "steps": 80, "lr": 0.05,
                                 "generator_options": {"sampler_steps": 8}},
+                      # the guided sampler at the prior's 32 px (at 256 px one run took 104 s;
+                      # the settings of the docs' measured row)
+                      "diffusion": {"width": 32, "height": 32, "steps": 50, "cutn": 16},
                       # the latent generators decode through the bundled shapes autoencoders,
-                      # so `--clip shapes --generator vae` runs offline with no other setting
-                      "vae": {**_SHAPES_RUN, "generator_options": {"model": "shapes-vae"}},
-                      "vqgan": {**_SHAPES_RUN, "generator_options": {"model": "shapes-vq"}}}),
+                      # so `--clip shapes --generator vae` runs offline with no other setting,
+                      # at the 32 px they were trained on: an 8x8 latent decodes to one object,
+                      # where a 32x32 one at 128 px tiles object parts (over the grid, judge
+                      # and checker both 2 of 32 against 1 for vae, 8 against 2 for vqgan;
+                      # 64 px: 3 and 2)
+                      "vae": {**_LATENT_RUN, "generator_options": {"model": "shapes-vae"}},
+                      "vqgan": {**_LATENT_RUN, "generator_options": {"model": "shapes-vq"}}}),
     Bundled("shapes-judge", "clip", "an independently trained shapes CLIP, used only to score",
             "scripts/make_bundled_models.py", role="judge"),
     Bundled("shapes-ddpm", "diffusion", "tiny pixel DDPM prior on the shapes set (32 px)",
