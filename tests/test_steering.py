@@ -1,12 +1,12 @@
 """Guidance really steers: the regression test of the steering benchmark (issue 12).
 
 Each generator with a bundled model, with only the prompt and the generator set (``--clip
-shapes`` and the bundled guide's recommended settings), renders the first cases of the shapes vocabulary grid
-(:func:`clipforge.evaluate.steering.vocabulary`: colours, shapes, phrasings and backgrounds
-drawn from seed 0, never picked); the held-out ``shapes-judge`` and the CLIP-free checker read
-them. The floors sit below what ``python benchmarks/steering.py --generators G --cases 8``
-measured with the same settings (docs/generators.md), by a margin for the thread count and the
-torch build, so a change that makes guidance transfer worse fails here.
+shapes`` and the bundled guide's recommended settings), renders the first cases of the shapes
+vocabulary grid (:func:`clipforge.evaluate.steering.vocabulary`: colours, shapes, phrasings and
+backgrounds drawn from seed 0, never picked); the held-out ``shapes-judge`` and the CLIP-free
+checker read them. The floors sit below what ``python benchmarks/steering.py --generators G
+--cases 8`` measured with the same settings (docs/generators.md), by a margin for the thread
+count and the torch build, so a change that makes guidance transfer worse fails here.
 
 Slow: 8 runs per generator (150 steps at 128 px; the latent ones at 32 px; diffusion 50
 sampler steps at 32 px), 2-25 s each on one busy CPU core.
