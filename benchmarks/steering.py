@@ -2,8 +2,8 @@
 
 For each generator, every case of :func:`clipforge.evaluate.steering.vocabulary` (32 colour x
 shape captions per repeat, backgrounds and phrasings drawn from ``--seed``) is rendered with
-``--clip shapes`` (or ``--clip DIR``) and only the prompt and the generator set, then read by the held-out
-``shapes-judge``, by the CLIP-free checker and by the guide itself. Prints one row per
+``--clip shapes`` (or ``--clip DIR``) and only the prompt and the generator set, then read by
+the held-out ``shapes-judge``, by the CLIP-free checker and by the guide itself. Prints one row per
 generator: judge, checker and both agreeing with the prompt, the guide's own agreement, the gap
 between them (the adversarial gap), and seconds per image.
 

@@ -187,17 +187,25 @@ def test_gpu_check_script_runs_every_generator_and_the_gpu_tests_on_cpu(tmp_path
     assert data["pytest_gpu"] and "skipped" in data["pytest_gpu"]   # no CUDA here
 
 
+def _steering_benchmark(tmp_path, *args):
+    """Run benchmarks/steering.py on pixel at 32 px with 2 cutouts, keeping its JSON and PNGs;
+    returns (the finished process, the PNG folder, the JSON path)."""
+    out, dump = tmp_path / "grid", tmp_path / "grid.json"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "steering.py"), "--generators",
+                        "pixel", *args, "--set", "size=\"32\"", "--set", "cutn=2", "--json",
+                        str(dump), "--out", str(out)], capture_output=True, text=True, cwd=ROOT,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    return r, out, dump
+
+
 def test_steering_benchmark_reads_each_case_with_the_judge_given(tmp_path, tiny_clip_dir):
     from clipforge.config import RunConfig
     from clipforge.evaluate.steering import vocabulary
     from clipforge.outputs import read_config, slugify
 
-    out, dump = tmp_path / "grid", tmp_path / "grid.json"
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "steering.py"), "--generators",
-                        "pixel", "--cases", "2", "--judge", str(tiny_clip_dir), "--set",
-                        "steps=2", "--set", "size=\"32\"", "--set", "cutn=2", "--json", str(dump),
-                        "--out", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert r.returncode == 0, r.stderr
+    r, out, dump = _steering_benchmark(tmp_path, "--cases", "2", "--judge", str(tiny_clip_dir),
+                                       "--set", "steps=2")
     row = re.search(r"^pixel\s+2\s+\d+%\s+\d+%\s+\d+%\s+\d+%", r.stdout, re.M)
     assert row, r.stdout
     data = json.loads(dump.read_text())
@@ -214,12 +222,8 @@ def test_steering_benchmark_reads_each_case_with_the_judge_given(tmp_path, tiny_
 def test_steering_benchmark_guides_with_the_clip_given(tmp_path, tiny_clip_dir):
     from clipforge.outputs import read_config
 
-    out, dump = tmp_path / "grid", tmp_path / "grid.json"
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "steering.py"), "--generators",
-                        "pixel", "--cases", "1", "--clip", str(tiny_clip_dir), "--set",
-                        "steps=1", "--set", "size=\"32\"", "--set", "cutn=2", "--json", str(dump),
-                        "--out", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert r.returncode == 0, r.stderr
+    _, out, dump = _steering_benchmark(tmp_path, "--cases", "1", "--clip", str(tiny_clip_dir),
+                                       "--set", "steps=1")
     assert json.loads(dump.read_text())["clip"] == str(tiny_clip_dir)
     (png,) = (out / "pixel").glob("*.png")
     assert read_config(png).clip == (str(tiny_clip_dir),)
